@@ -1,0 +1,22 @@
+"""Field representations: per-point Equinox modules and the batched `apply`."""
+
+from ._activation import ACTIVATIONS as ACTIVATIONS
+from ._encoding import (
+    FourierFeatures as FourierFeatures,
+    PositionalEncoding as PositionalEncoding,
+)
+from ._field import AbstractField as AbstractField, apply as apply, COORDS as COORDS
+from ._init import glorot_normal as glorot_normal
+from ._linear import FactorizedLinear as FactorizedLinear, glorot_linear as glorot_linear
+from ._mlp import CoordinateMLP as CoordinateMLP
+from ._norm import (
+    CoordinateBatchNorm as CoordinateBatchNorm,
+    freeze_statistics as freeze_statistics,
+    has_batch_statistics as has_batch_statistics,
+)
+from ._siren import Siren as Siren
+from ._trainable import (
+    NonTrainable as NonTrainable,
+    num_parameters as num_parameters,
+    trainable as trainable,
+)

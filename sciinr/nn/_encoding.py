@@ -1,0 +1,193 @@
+"""Input encodings: NeRF positional encoding and Gaussian random Fourier features."""
+
+import math
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._checks import check_positive_int, check_real
+from ._trainable import NonTrainable
+
+
+class PositionalEncoding(eqx.Module):
+    r"""NeRF-style positional encoding of each coordinate axis.
+
+    $$\gamma(x) = \big[\sin(2^{k}\pi x), \cos(2^{k}\pi x)\big]_{k}$$
+
+    applied to every axis of `x`, with exponents $k_0 = 0, \dots, k_{L-1}$ evenly
+    spaced on $[0, L-1]$ (NeRF) or on $[0, \text{max\_log2}]$. The output is ordered
+    `[sin(all frequencies, all axes), cos(...)]` and has size `out_size = 2 L d`
+    (plus `d` with `include_input=True`).
+
+    ??? cite
+
+        [NeRF: Representing Scenes as Neural Radiance Fields for View
+        Synthesis](https://arxiv.org/abs/2003.08934)
+
+        ```bibtex
+        @inproceedings{mildenhall2020nerf,
+          title={NeRF: Representing Scenes as Neural Radiance Fields for View
+                 Synthesis},
+          author={Mildenhall, Ben and Srinivasan, Pratul P. and Tancik, Matthew and
+                  Barron, Jonathan T. and Ramamoorthi, Ravi and Ng, Ren},
+          booktitle={ECCV},
+          year={2020}
+        }
+        ```
+    """
+
+    in_size: int = eqx.field(static=True)
+    num_frequencies: int = eqx.field(static=True)
+    max_log2: float = eqx.field(static=True)
+    include_input: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        num_frequencies: int,
+        *,
+        max_log2: float | None = None,
+        include_input: bool = False,
+    ):
+        """**Arguments:**
+
+        - `in_size`: the coordinate dimension `d`.
+        - `num_frequencies`: the number of frequencies `L` per axis.
+        - `max_log2`: the largest exponent; frequencies are `2**k` for `k` in
+          `linspace(0, max_log2, L)`. Keyword-only. Defaults to `L - 1` (NeRF).
+        - `include_input`: whether to prepend `x` itself. Keyword-only.
+        """
+        self.in_size = check_positive_int("in_size", in_size)
+        self.num_frequencies = check_positive_int("num_frequencies", num_frequencies)
+        if max_log2 is None:
+            max_log2 = num_frequencies - 1
+        self.max_log2 = check_real("max_log2", max_log2, nonnegative=True)
+        self.include_input = bool(include_input)
+
+    @property
+    def out_size(self) -> int:
+        return 2 * self.num_frequencies * self.in_size + (
+            self.in_size if self.include_input else 0
+        )
+
+    @property
+    def frequencies(self) -> np.ndarray:
+        """The angular frequencies `2**k * pi`, shape `(num_frequencies,)`."""
+        return np.pi * 2.0 ** np.linspace(0.0, self.max_log2, self.num_frequencies)
+
+    def __call__(
+        self, x: Float[Array, " d"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " out"]:
+        """Encode one coordinate `x` of shape `(in_size,)`; returns `(out_size,)`."""
+        del key
+        freqs = jnp.asarray(self.frequencies, dtype=x.dtype)
+        angles = (freqs[:, None] * x[None, :]).reshape(-1)
+        parts = [jnp.sin(angles), jnp.cos(angles)]
+        if self.include_input:
+            parts.insert(0, x)
+        return jnp.concatenate(parts)
+
+
+class FourierFeatures(eqx.Module):
+    r"""Gaussian random Fourier features (Tancik et al., 2020).
+
+    $$\gamma(x) = \big[\cos(2\pi B x), \sin(2\pi B x)\big], \qquad
+    B_{ij} \sim \mathcal{N}(0, \sigma^2),$$
+
+    with $B$ of shape `(num_features, in_size)` and `out_size = 2 * num_features`.
+    A fixed `B` (the default) is stored as a [`sciinr.nn.NonTrainable`][] buffer and
+    used through `jax.lax.stop_gradient`; `trainable=True` makes it a parameter.
+
+    ??? cite
+
+        [Fourier Features Let Networks Learn High Frequency Functions in Low
+        Dimensional Domains](https://arxiv.org/abs/2006.10739)
+
+        ```bibtex
+        @inproceedings{tancik2020fourfeat,
+          title={Fourier Features Let Networks Learn High Frequency Functions in
+                 Low Dimensional Domains},
+          author={Tancik, Matthew and Srinivasan, Pratul P. and Mildenhall, Ben and
+                  Fridovich-Keil, Sara and Raghavan, Nithin and Singhal, Utkarsh and
+                  Ramamoorthi, Ravi and Barron, Jonathan T. and Ng, Ren},
+          booktitle={NeurIPS},
+          year={2020}
+        }
+        ```
+    """
+
+    B: Float[Array, "features in"] | NonTrainable
+    in_size: int = eqx.field(static=True)
+    num_features: int = eqx.field(static=True)
+    sigma: float = eqx.field(static=True)
+    trainable: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        num_features: int,
+        *,
+        sigma: float,
+        trainable: bool = False,
+        dtype=None,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `in_size`: the coordinate dimension `d`.
+        - `num_features`: the number of rows of `B`; the output has twice as many.
+        - `sigma`: the standard deviation of `B`, `> 0`; sets the bandwidth (the paper
+          uses `10` for images on `[0, 1)^2`). Keyword-only.
+        - `trainable`: whether `B` is trained. Keyword-only. Defaults to `False`
+          (Tancik et al.).
+        - `dtype`: the dtype of `B`; defaults to JAX's default float.
+        - `key`: a JAX PRNG key. Keyword-only.
+        """
+        self.in_size = check_positive_int("in_size", in_size)
+        self.num_features = check_positive_int("num_features", num_features)
+        self.sigma = check_real("sigma", sigma, positive=True)
+        self.trainable = bool(trainable)
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        B = self.sigma * jr.normal(key, (num_features, in_size), dtype)
+        self.B = B if self.trainable else NonTrainable(B)
+
+    @property
+    def out_size(self) -> int:
+        return 2 * self.num_features
+
+    @property
+    def matrix(self) -> Float[Array, "features in"]:
+        """The frequency matrix `B`, shape `(num_features, in_size)`."""
+        if isinstance(self.B, NonTrainable):
+            return lax.stop_gradient(self.B.value)
+        return self.B
+
+    def __call__(
+        self, x: Float[Array, " d"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " out"]:
+        """Encode one coordinate `x` of shape `(in_size,)`; returns `(out_size,)`."""
+        del key
+        angles = (2 * math.pi) * (self.matrix @ x)
+        return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)])
+
+
+def _check_encoding_size(in_size: int, encoding) -> int:
+    """The input size of the layers after `encoding` (checked against `in_size`)."""
+    if encoding is None:
+        return in_size
+    enc_in = getattr(encoding, "in_size", in_size)
+    if enc_in != in_size:
+        raise ValueError(
+            f"`encoding` expects inputs of size {enc_in}, but `in_size` is {in_size}."
+        )
+    out = getattr(encoding, "out_size", None)
+    if out is None:
+        raise TypeError(
+            "`encoding` must expose `out_size` (as every sciinr encoding does), "
+            f"got {type(encoding).__name__}."
+        )
+    return check_positive_int("encoding.out_size", out)

@@ -1,0 +1,217 @@
+"""Random weight factorization (RWF): a drop-in replacement for `eqx.nn.Linear`."""
+
+from typing import Literal
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._checks import check_positive_int, check_real, resolve_option
+from ._init import glorot_normal
+
+
+Parameterization = Literal["log", "scale"]
+_PARAMETERIZATIONS = {"log": "log", "scale": "scale"}
+
+
+def glorot_linear(
+    in_features: int,
+    out_features: int,
+    use_bias: bool = True,
+    dtype=None,
+    *,
+    key: PRNGKeyArray,
+) -> eqx.nn.Linear:
+    """An `eqx.nn.Linear` with Glorot-normal weight and zero bias.
+
+    The weight is drawn from the same sub-key that [`sciinr.nn.FactorizedLinear`][]
+    uses for its effective weight, so both layers built from one `key` compute the same
+    function at initialisation.
+    """
+    check_positive_int("in_features", in_features)
+    check_positive_int("out_features", out_features)
+    wkey, _ = jr.split(key)
+    linear = eqx.nn.Linear(in_features, out_features, use_bias, dtype, key=wkey)
+    weight = glorot_normal(wkey, (out_features, in_features), linear.weight.dtype)
+    linear = eqx.tree_at(lambda l: l.weight, linear, weight)
+    if use_bias:
+        linear = eqx.tree_at(lambda l: l.bias, linear, jnp.zeros_like(linear.bias))
+    return linear
+
+
+class FactorizedLinear(eqx.Module):
+    r"""A linear layer with random weight factorization (RWF).
+
+    Each output neuron's weight row is factorized into a trainable scale and a
+    direction,
+
+    $$W = \operatorname{diag}(\exp(s))\, V, \qquad y = W x + b,$$
+
+    initialised from a Glorot-normal draw $W_0$: per-neuron log-scales
+    $s \sim \mathcal{N}(\mu, \sigma^2)$ and $V = \operatorname{diag}(\exp(-s))\, W_0$,
+    so that at initialisation the effective weight equals $W_0$ and the layer computes
+    the same function as the dense layer of [`sciinr.nn.glorot_linear`][] built from
+    the same key. Training $s$ and $V$ instead of $W$ gives each neuron its own
+    self-adaptive learning rate and mitigates spectral bias (Wang et al., 2022).
+
+    Two parameterizations of the scale are offered:
+
+    - `"log"` (default; the paper's Algorithm 1): the trainable array is the log-scale
+      `s`, the forward pass uses `exp(s)`.
+    - `"scale"` (the `jaxpi` reference code): the trainable array is `g = exp(s)`
+      itself.
+
+    The weight layout is `(out, in)`, as for `eqx.nn.Linear`.
+
+    ??? cite
+
+        [Random Weight Factorization Improves the Training of Continuous Neural
+        Representations](https://arxiv.org/abs/2210.01274)
+
+        ```bibtex
+        @article{wang2022random,
+          title={Random Weight Factorization Improves the Training of Continuous
+                 Neural Representations},
+          author={Wang, Sifan and Wang, Hanwen and Seidman, Jacob H. and
+                  Perdikaris, Paris},
+          journal={arXiv preprint arXiv:2210.01274},
+          year={2022}
+        }
+        ```
+    """
+
+    v: Float[Array, "out in"]
+    s: Float[Array, " out"] | None
+    g: Float[Array, " out"] | None
+    bias: Float[Array, " out"] | None
+    in_features: int = eqx.field(static=True)
+    out_features: int = eqx.field(static=True)
+    use_bias: bool = eqx.field(static=True)
+    parameterization: Parameterization = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        use_bias: bool = True,
+        dtype=None,
+        *,
+        mu: float = 1.0,
+        sigma: float = 0.1,
+        parameterization: Parameterization = "log",
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `in_features`: the input size.
+        - `out_features`: the output size (number of neurons).
+        - `use_bias`: whether to add a bias (initialised to zero).
+        - `dtype`: the dtype of the parameters; defaults to JAX's default float.
+        - `mu`: mean of the log-scales $s$. Keyword-only. Defaults to `1.0` (RWF paper,
+          Section 3; Appendix recommends $\\mu \\in [0.5, 1]$).
+        - `sigma`: standard deviation of the log-scales, `>= 0`. Keyword-only.
+          Defaults to `0.1` (RWF paper).
+        - `parameterization`: `"log"` (train `s`) or `"scale"` (train `g = exp(s)`).
+          Keyword-only.
+        - `key`: a JAX PRNG key. Keyword-only. Split as `wkey, skey = jr.split(key)`;
+          `wkey` draws the Glorot weight exactly as [`sciinr.nn.glorot_linear`][].
+        """
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        mu = check_real("mu", mu)
+        sigma = check_real("sigma", sigma, nonnegative=True)
+        parameterization = resolve_option(
+            "parameterization", parameterization, _PARAMETERIZATIONS
+        )
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        wkey, skey = jr.split(key)
+        weight = glorot_normal(wkey, (out_features, in_features), dtype)
+        s = mu + sigma * jr.normal(skey, (out_features,), dtype)
+        scale = jnp.exp(s)
+        self.v = weight / scale[:, None]
+        self.s = s if parameterization == "log" else None
+        self.g = scale if parameterization == "scale" else None
+        self.bias = jnp.zeros((out_features,), dtype) if use_bias else None
+        self.in_features = in_features
+        self.out_features = out_features
+        self.use_bias = use_bias
+        self.parameterization = parameterization
+
+    @property
+    def scale(self) -> Float[Array, " out"]:
+        """The per-neuron scale `exp(s)` (or `g`)."""
+        if self.parameterization == "log":
+            assert self.s is not None
+            return jnp.exp(self.s)
+        assert self.g is not None
+        return self.g
+
+    @property
+    def weight(self) -> Float[Array, "out in"]:
+        """The effective weight matrix `exp(s)[:, None] * v`, shape `(out, in)`."""
+        return self.scale[:, None] * self.v
+
+    def __call__(
+        self, x: Float[Array, " in"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " out"]:
+        """**Arguments:**
+
+        - `x`: the input, shape `(in_features,)`.
+        - `key`: ignored; accepted for compatibility with `eqx.nn.Sequential`.
+
+        **Returns:**
+
+        `weight @ x + bias`, shape `(out_features,)`.
+        """
+        del key
+        y = self.weight @ x
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: eqx.nn.Linear,
+        *,
+        mu: float = 1.0,
+        sigma: float = 0.1,
+        parameterization: Parameterization = "log",
+        key: PRNGKeyArray,
+    ) -> "FactorizedLinear":
+        """Factorize an existing `eqx.nn.Linear` (e.g. a pretrained layer).
+
+        The log-scales are drawn as in `__init__` (from the second half of
+        `jr.split(key)`), `v = weight / exp(s)` and the bias is copied, so the
+        returned layer computes the same function as `linear`.
+
+        **Arguments:**
+
+        - `linear`: an `eqx.nn.Linear` with vector input and output.
+        - `mu`, `sigma`, `parameterization`, `key`: as for `__init__`.
+        """
+        if not isinstance(linear, eqx.nn.Linear):
+            raise TypeError(
+                f"`linear` must be an `eqx.nn.Linear`, got {type(linear).__name__}."
+            )
+        if linear.in_features == "scalar" or linear.out_features == "scalar":
+            raise ValueError(
+                "`linear` must map vectors to vectors; `'scalar'` sizes are not "
+                "supported."
+            )
+        weight = linear.weight
+        out = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.use_bias,
+            weight.dtype,
+            mu=mu,
+            sigma=sigma,
+            parameterization=parameterization,
+            key=key,
+        )
+        out = eqx.tree_at(lambda l: l.v, out, weight / out.scale[:, None])
+        if linear.use_bias:
+            out = eqx.tree_at(lambda l: l.bias, out, linear.bias)
+        return out

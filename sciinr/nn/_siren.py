@@ -1,0 +1,129 @@
+"""SIREN: sine-activated coordinate networks with their exact initialisation."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._checks import (
+    check_nonnegative_int,
+    check_positive_int,
+    check_real,
+    resolve_option,
+)
+from ._field import AbstractField
+from ._init import siren_bound, uniform
+from ._linear import FactorizedLinear, Parameterization
+from ._mlp import _LINEARS, LinearKind
+
+
+class Siren(AbstractField):
+    r"""A SIREN: an MLP with sine activations and its principled initialisation.
+
+    $$h_0 = x,\quad h_{l} = \sin\big(\omega_0 (W_l h_{l-1} + b_l)\big)\ (l=1..L),
+    \quad y = W_{L+1} h_L + b_{L+1}.$$
+
+    Weights are drawn uniformly: $W_1 \sim U(-1/n, 1/n)$ for the first layer and
+    $W_l \sim U(-\sqrt{6/n}/\omega_0, \sqrt{6/n}/\omega_0)$ for the others (including
+    the linear output layer), where $n$ is the layer's fan-in. Biases follow the
+    reference implementation (PyTorch's default, $U(-1/\sqrt n, 1/\sqrt n)$).
+    With `linear="rwf"` each layer is the random weight factorization of this
+    initialisation ([`sciinr.nn.FactorizedLinear.from_linear`][]), so the function at
+    initialisation is unchanged.
+
+    ??? cite
+
+        [Implicit Neural Representations with Periodic Activation
+        Functions](https://arxiv.org/abs/2006.09661)
+
+        ```bibtex
+        @inproceedings{sitzmann2020siren,
+          title={Implicit Neural Representations with Periodic Activation Functions},
+          author={Sitzmann, Vincent and Martel, Julien N. P. and Bergman, Alexander W.
+                  and Lindell, David B. and Wetzstein, Gordon},
+          booktitle={NeurIPS},
+          year={2020}
+        }
+        ```
+    """
+
+    layers: tuple[eqx.nn.Linear | FactorizedLinear, ...]
+    in_size: int = eqx.field(static=True)
+    out_size: int = eqx.field(static=True)
+    width_size: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    omega0: float = eqx.field(static=True)
+    linear: LinearKind = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        out_size: int,
+        width_size: int,
+        depth: int,
+        *,
+        omega0: float = 30.0,
+        linear: LinearKind = "dense",
+        rwf_mu: float = 1.0,
+        rwf_sigma: float = 0.1,
+        rwf_parameterization: Parameterization = "log",
+        dtype=None,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `in_size`, `out_size`, `width_size`, `depth`: as for
+          [`sciinr.nn.CoordinateMLP`][]; `depth` counts the sine layers.
+        - `omega0`: the frequency factor $\\omega_0 > 0$. Keyword-only. Defaults to
+          `30.0` (SIREN paper).
+        - `linear`: `"dense"` or `"rwf"`. Keyword-only.
+        - `rwf_mu`, `rwf_sigma`, `rwf_parameterization`: RWF options for
+          `linear="rwf"`. Keyword-only.
+        - `dtype`: the parameter dtype; defaults to JAX's default float.
+        - `key`: a JAX PRNG key. Keyword-only. Layer `i` uses
+          `wkey, bkey, skey = jr.split(jr.split(key, depth + 1)[i], 3)`.
+        """
+        self.in_size = check_positive_int("in_size", in_size)
+        self.out_size = check_positive_int("out_size", out_size)
+        self.width_size = check_positive_int("width_size", width_size)
+        self.depth = check_nonnegative_int("depth", depth)
+        self.omega0 = check_real("omega0", omega0, positive=True)
+        self.linear = resolve_option("linear", linear, _LINEARS)
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        sizes = [in_size] + [width_size] * depth + [out_size]
+        layers = []
+        for i, (n_in, n_out, k) in enumerate(
+            zip(sizes[:-1], sizes[1:], jr.split(key, depth + 1))
+        ):
+            wkey, bkey, skey = jr.split(k, 3)
+            bound = siren_bound(n_in, self.omega0, first=i == 0)
+            layer = eqx.nn.Linear(n_in, n_out, dtype=dtype, key=wkey)
+            weight = uniform(wkey, (n_out, n_in), bound, dtype)
+            bias = uniform(bkey, (n_out,), 1.0 / float(np.sqrt(n_in)), dtype)
+            layer = eqx.tree_at(lambda l: (l.weight, l.bias), layer, (weight, bias))
+            if self.linear == "rwf":
+                layer = FactorizedLinear.from_linear(
+                    layer,
+                    mu=rwf_mu,
+                    sigma=rwf_sigma,
+                    parameterization=rwf_parameterization,
+                    key=skey,
+                )
+            layers.append(layer)
+        self.layers = tuple(layers)
+
+    def __call__(
+        self, x: Float[Array, " d"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " m"]:
+        """Evaluate the SIREN at one coordinate `x` of shape `(in_size,)`."""
+        del key
+        if x.shape != (self.in_size,):
+            raise ValueError(
+                f"`x` must have shape ({self.in_size},), got {x.shape}. "
+                "To evaluate a batch of coordinates use `sciinr.nn.apply(field, xs)`."
+            )
+        h = x
+        for layer in self.layers[:-1]:
+            h = jnp.sin(self.omega0 * layer(h))
+        return self.layers[-1](h)
