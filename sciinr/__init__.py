@@ -2,7 +2,13 @@
 
 import importlib.metadata
 
-from . import metrics as metrics, nn as nn
+from . import io as io, metrics as metrics, nn as nn
+from ._problem import AbstractProblem as AbstractProblem
+from ._trainer import (
+    fit as fit,
+    FitResult as FitResult,
+    NonFiniteLossError as NonFiniteLossError,
+)
 
 
 try:

@@ -15,7 +15,7 @@ def _check_same_shape(pred, target) -> tuple[Array, Array]:
 
 
 def psnr(
-    pred: ArrayLike, target: ArrayLike, data_range: float = 1.0
+    pred: ArrayLike, target: ArrayLike, data_range: float | int = 1.0
 ) -> Float[Array, ""]:
     r"""Peak signal-to-noise ratio in dB.
 

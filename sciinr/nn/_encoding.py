@@ -50,7 +50,7 @@ class PositionalEncoding(eqx.Module):
         in_size: int,
         num_frequencies: int,
         *,
-        max_log2: float | None = None,
+        max_log2: float | int | None = None,
         include_input: bool = False,
     ):
         """**Arguments:**
@@ -131,7 +131,7 @@ class FourierFeatures(eqx.Module):
         in_size: int,
         num_features: int,
         *,
-        sigma: float,
+        sigma: float | int,
         trainable: bool = False,
         dtype=None,
         key: PRNGKeyArray,

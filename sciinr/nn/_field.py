@@ -33,7 +33,9 @@ class AbstractField(eqx.Module):
         """Evaluate the field at one coordinate `x` of shape `(in_size,)`."""
 
 
-def apply(field: eqx.Module, xs: Float[Array, "n d"]) -> Float[Array, "n m"]:
+# `xs` is annotated as any float array on purpose: `check_coords` gives a clearer
+# error (naming `xs`, the expected shape and the fix) than a runtime type checker.
+def apply(field: eqx.Module, xs: Float[Array, "..."]) -> Float[Array, "n m"]:
     """Evaluate `field` at a batch of coordinates.
 
     This is the single place that vmaps a field over coordinates. The vmapped axis is

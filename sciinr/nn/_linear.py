@@ -97,8 +97,8 @@ class FactorizedLinear(eqx.Module):
         use_bias: bool = True,
         dtype=None,
         *,
-        mu: float = 1.0,
-        sigma: float = 0.1,
+        mu: float | int = 1.0,
+        sigma: float | int = 0.1,
         parameterization: Parameterization = "log",
         key: PRNGKeyArray,
     ):
@@ -175,8 +175,8 @@ class FactorizedLinear(eqx.Module):
         cls,
         linear: eqx.nn.Linear,
         *,
-        mu: float = 1.0,
-        sigma: float = 0.1,
+        mu: float | int = 1.0,
+        sigma: float | int = 0.1,
         parameterization: Parameterization = "log",
         key: PRNGKeyArray,
     ) -> "FactorizedLinear":

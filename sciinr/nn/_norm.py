@@ -88,7 +88,7 @@ class CoordinateBatchNorm(eqx.Module):
     size: int = eqx.field(static=True)
     eps: float = eqx.field(static=True)
 
-    def __init__(self, size: int, eps: float = 1e-5, dtype=None):
+    def __init__(self, size: int, eps: float | int = 1e-5, dtype=None):
         """**Arguments:**
 
         - `size`: the number of channels `c`.
@@ -161,7 +161,8 @@ def has_batch_statistics(field: PyTree) -> bool:
     return bool(_live_batch_norms(field))
 
 
-def freeze_statistics(field: PyTree, xs: Float[Array, "n d"]) -> PyTree:
+# `xs` is annotated loosely on purpose; see `apply`.
+def freeze_statistics(field: PyTree, xs: Float[Array, "..."]) -> PyTree:
     """Make a batch-norm field pointwise by fixing the statistics of `xs`.
 
     Every [`sciinr.nn.CoordinateBatchNorm`][] layer of `field` is replaced by one that

@@ -1,0 +1,9 @@
+"""Built-in problems for `sciinr.fit`: what to fit (images, CT, PDEs, operators)."""
+
+from .image import (
+    ImageRegression as ImageRegression,
+    IMAGES as IMAGES,
+    load_image as load_image,
+    perlin_noise as perlin_noise,
+    text_image as text_image,
+)

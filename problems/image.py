@@ -1,0 +1,659 @@
+r"""2D image regression: fit a field $f_\theta: [0, 1)^2 \to \mathbb{R}^C$ to an image.
+
+Built-in signals: scikit-image's bundled images ([`problems.image.load_image`][]),
+Perlin noise of a chosen octave ([`problems.image.perlin_noise`][]) and random text
+([`problems.image.text_image`][]).
+"""
+
+import math
+import string
+from collections.abc import Callable
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import skimage.data
+import skimage.transform
+import skimage.util
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+import sciinr.nn
+from sciinr._checks import check_finite_array, check_positive_int, resolve_option
+from sciinr._custom_types import Scalar
+from sciinr._problem import AbstractProblem
+from sciinr.metrics import psnr
+
+
+# --------------------------------------------------------------------------------------
+# Built-in images
+# --------------------------------------------------------------------------------------
+
+
+IMAGES: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": skimage.data.astronaut,
+    "brick": skimage.data.brick,
+    "camera": skimage.data.camera,
+    "cat": skimage.data.chelsea,
+    "chelsea": skimage.data.chelsea,
+    "checkerboard": skimage.data.checkerboard,
+    "coffee": skimage.data.coffee,
+    "coins": skimage.data.coins,
+    "grass": skimage.data.grass,
+    "gravel": skimage.data.gravel,
+    "immunohistochemistry": skimage.data.immunohistochemistry,
+    "moon": skimage.data.moon,
+    "page": skimage.data.page,
+    "rocket": skimage.data.rocket,
+    "shepp_logan_phantom": skimage.data.shepp_logan_phantom,
+    "text": skimage.data.text,
+}
+"""The built-in images by name: each value loads the raw image from the files that ship
+with scikit-image (no download). `"cat"` is an alias of `"chelsea"`. Grayscale:
+`"brick"`, `"camera"`, `"checkerboard"`, `"coins"`, `"grass"`, `"gravel"`, `"moon"`,
+`"page"`, `"shepp_logan_phantom"`, `"text"`; the others are RGB."""
+
+
+def _center_crop(image: np.ndarray) -> np.ndarray:
+    """Crop the two leading axes of `image` to a centred square."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a square float image to `size x size` (anti-aliased when shrinking)."""
+    if image.shape[0] == size:
+        return image
+    resized = skimage.transform.resize(
+        image,
+        (size, size) + image.shape[2:],
+        order=1,
+        mode="reflect",
+        anti_aliasing=size < image.shape[0],
+    )
+    return np.clip(resized, 0.0, 1.0).astype(np.float32)
+
+
+def load_image(name: str, size: int | None = None) -> np.ndarray:
+    """Load a built-in image as a square float image in `[0, 1]`.
+
+    Non-square images are centre-cropped to a square (the largest one that fits).
+
+    **Arguments:**
+
+    - `name`: one of [`problems.image.IMAGES`][] (`"camera"`, `"astronaut"`, ...).
+    - `size`: the side of the returned image; it is resized (anti-aliased when
+      shrinking, bilinear) to `size x size`. Defaults to `None`: the cropped image's
+      own side (`512` for `"camera"` and `"astronaut"`).
+
+    **Returns:**
+
+    A NumPy `float32` array in `[0, 1]`, of shape `(size, size)` for grayscale images
+    and `(size, size, 3)` for RGB ones.
+
+    **Raises:**
+
+    `ValueError` for an unknown `name` (the message lists the valid names);
+    `TypeError`/`ValueError` if `size` is not a positive int.
+    """
+    loader = resolve_option("name", name, IMAGES)
+    if size is not None:
+        size = check_positive_int("size", size)
+    image = _center_crop(skimage.util.img_as_float32(loader()))
+    image = np.clip(image, 0.0, 1.0)
+    if size is not None:
+        image = _resize(image, size)
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic signals
+# --------------------------------------------------------------------------------------
+
+
+def _fade(t: np.ndarray) -> np.ndarray:
+    """Perlin's quintic interpolant `6t^5 - 15t^4 + 10t^3` (C2 at the lattice)."""
+    return t * t * t * (t * (6.0 * t - 15.0) + 10.0)
+
+
+def perlin_noise(size: int, octave: int, *, key: PRNGKeyArray) -> np.ndarray:
+    r"""A square image of 2D Perlin (gradient) noise, the spectral-bias test signal.
+
+    A lattice of `octave x octave` cells covers the image; every lattice vertex $k$
+    holds a random unit gradient $g_k = (\cos\phi_k, \sin\phi_k)$,
+    $\phi_k \sim \mathcal{U}[0, 2\pi)$. At a point $p$ in a cell with corners $k$,
+
+    $$n(p) = \sum_{k \in \text{corners}} w_k(p)\, \langle g_k, p - k \rangle,$$
+
+    with bilinear weights $w_k$ in the fade $s(t) = 6t^5 - 15t^4 + 10t^3$ of the
+    position inside the cell. Pixel $(i, j)$ is sampled at the centre of its cell,
+    $p = \big((i + \tfrac12), (j + \tfrac12)\big) \cdot \text{octave} / \text{size}$, so
+    no pixel sits on the lattice (where the noise is zero) even when
+    `octave == size`. The result is rescaled to span exactly `[0, 1]`. Its energy sits
+    near `octave` cycles per image side: larger octaves are harder for
+    spectrally-biased networks.
+
+    ??? cite
+
+        [Multi-Head ReLU Implicit Neural Representation
+        Networks](https://arxiv.org/abs/2110.03448) (Aftab, Morsali and
+        Ghaemmaghami), which trains on Perlin noise of octaves 1 to 128 to show
+        spectral bias; [Perlin, Improving Noise](https://doi.org/10.1145/566654.566636)
+        for the quintic fade.
+
+        ```bibtex
+        @article{aftab2021multihead,
+          title={Multi-Head ReLU Implicit Neural Representation Networks},
+          author={Aftab, Arya and Morsali, Alireza and Ghaemmaghami, Shahrokh},
+          journal={arXiv preprint arXiv:2110.03448},
+          year={2021}
+        }
+        @article{perlin2002improving,
+          title={Improving Noise},
+          author={Perlin, Ken},
+          journal={ACM Transactions on Graphics},
+          volume={21},
+          number={3},
+          pages={681--682},
+          year={2002}
+        }
+        ```
+
+    **Arguments:**
+
+    - `size`: the image side in pixels.
+    - `octave`: the number of lattice cells per side.
+    - `key`: a JAX PRNG key; the same key gives the same image. Keyword-only.
+
+    **Returns:**
+
+    A NumPy `float32` array of shape `(size, size)` with values in `[0, 1]` (a
+    constant `0.5` only in the degenerate case `size == 1`).
+    """
+    size = check_positive_int("size", size)
+    octave = check_positive_int("octave", octave)
+    phi = np.asarray(
+        jr.uniform(key, (octave + 1, octave + 1), maxval=2 * math.pi), np.float64
+    )
+    gradients = np.stack([np.cos(phi), np.sin(phi)], axis=-1)
+    t = (np.arange(size) + 0.5) * (octave / size)
+    cell = np.minimum(np.floor(t).astype(np.int64), octave - 1)
+    frac = t - cell
+    ix, iy = cell[:, None], cell[None, :]
+    fx, fy = frac[:, None], frac[None, :]
+
+    def corner(dx: int, dy: int) -> np.ndarray:
+        g = gradients[ix + dx, iy + dy]
+        return g[..., 0] * (fx - dx) + g[..., 1] * (fy - dy)
+
+    u, v = _fade(fx), _fade(fy)
+    bottom = corner(0, 0) + u * (corner(1, 0) - corner(0, 0))
+    top = corner(0, 1) + u * (corner(1, 1) - corner(0, 1))
+    noise = bottom + v * (top - bottom)
+    low, high = noise.min(), noise.max()
+    if high - low <= 0:
+        return np.full((size, size), 0.5, np.float32)
+    return ((noise - low) / (high - low)).astype(np.float32)
+
+
+_GLYPHS = string.ascii_letters + string.digits
+
+
+def text_image(size: int, *, key: PRNGKeyArray) -> np.ndarray:
+    """A square RGB image of random text: sharp edges, high frequencies.
+
+    Like the text images of Tancik et al. (2020): eight strings of 3 to 12 random
+    letters and digits, each in a random dark colour, font size (from `size / 16` to
+    `size / 5` pixels), weight and position, drawn in DejaVu Sans (bundled with
+    matplotlib) on a white background with matplotlib's Agg renderer. Strings may run
+    off the image edge.
+
+    ??? cite
+
+        [Fourier Features Let Networks Learn High Frequency Functions in Low
+        Dimensional Domains](https://arxiv.org/abs/2006.10739)
+
+        ```bibtex
+        @inproceedings{tancik2020fourfeat,
+          title={Fourier Features Let Networks Learn High Frequency Functions in
+                 Low Dimensional Domains},
+          author={Tancik, Matthew and Srinivasan, Pratul P. and Mildenhall, Ben and
+                  Fridovich-Keil, Sara and Raghavan, Nithin and Singhal, Utkarsh and
+                  Ramamoorthi, Ravi and Barron, Jonathan T. and Ng, Ren},
+          booktitle={NeurIPS},
+          year={2020}
+        }
+        ```
+
+    **Arguments:**
+
+    - `size`: the image side in pixels.
+    - `key`: a JAX PRNG key; the same key gives the same image (with the same
+      matplotlib and FreeType versions). Keyword-only.
+
+    **Returns:**
+
+    A NumPy `float32` array of shape `(size, size, 3)` with values in `[0, 1]`.
+    """
+    size = check_positive_int("size", size)
+    n_strings, max_length = 8, 12
+    # One draw on device; everything else is derived from it on the host.
+    u = np.asarray(jr.uniform(key, (n_strings, 8 + max_length)), np.float64)
+    lengths = 3 + np.minimum(np.floor(u[:, 0] * (max_length - 2)), max_length - 3)
+    glyphs = np.minimum(np.floor(u[:, 8:] * len(_GLYPHS)), len(_GLYPHS) - 1)
+    positions = u[:, 1:3]
+    font_px = size / 16 + u[:, 3] * (size / 5 - size / 16)
+    bold = u[:, 4] < 0.5
+    colours = 0.7 * u[:, 5:8]
+
+    # One inch per image side at `size` dots per inch: exactly `size` pixels, and a
+    # font of `p` pixels is `72 p / size` points.
+    figure = Figure(figsize=(1.0, 1.0), dpi=size, facecolor="white")
+    canvas = FigureCanvasAgg(figure)
+    for n in range(n_strings):
+        text = "".join(_GLYPHS[int(g)] for g in glyphs[n, : int(lengths[n])])
+        figure.text(
+            0.9 * positions[n, 0] - 0.05,
+            0.05 + 0.9 * positions[n, 1],
+            text,
+            fontsize=72.0 * font_px[n] / size,
+            fontfamily="DejaVu Sans",
+            fontweight="bold" if bold[n] else "normal",
+            color=tuple(colours[n]),
+            verticalalignment="center",
+            usetex=False,
+            antialiased=True,
+        )
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    if rgba.shape[:2] != (size, size):  # pragma: no cover - guards Agg rounding
+        raise RuntimeError(
+            f"matplotlib rendered a {rgba.shape[:2]} canvas instead of {(size, size)}."
+        )
+    return (rgba[..., :3].astype(np.float32) / 255.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# The problem
+# --------------------------------------------------------------------------------------
+
+
+_PROTOCOLS: dict[str, str] = {
+    "fit": "train and test on all pixels",
+    "tancik": "train on img[::2, ::2], test on img[1::2, 1::2]",
+    "superres": "train on the image at N x N, test on it at 2N x 2N",
+}
+
+
+def _as_image(image: str | ArrayLike) -> tuple[np.ndarray, str]:
+    """The source image as a square float32 `(H, H, C)` NumPy array, and its label."""
+    if isinstance(image, str):
+        resolve_option("image", image, IMAGES)
+        array = load_image(image)
+        label = repr(image)
+    else:
+        array = check_finite_array("image", image)
+        label = f"of shape {array.shape}"
+        if array.ndim not in (2, 3):
+            raise ValueError(
+                "`image` must be a 2-D (H, W) grayscale or 3-D (H, W, C) image array, "
+                f"got an array of shape {array.shape} ({array.ndim}-D)."
+            )
+        if min(array.shape) == 0:
+            raise ValueError(f"`image` must not be empty, got shape {array.shape}.")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            hint = ""
+            if high > 1 and np.issubdtype(array.dtype, np.integer):
+                hint = " Is it an 8-bit image? Use `image / 255`."
+            raise ValueError(
+                f"`image` values must lie in [0, 1], got values in [{low}, {high}]."
+                + hint
+            )
+        array = _center_crop(array.astype(np.float32))
+    if array.ndim == 2:
+        array = array[..., None]
+    return array, label
+
+
+def _grid_points(
+    image: np.ndarray, offset: int, stride: int, denominator: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Pixels `image[offset::stride, offset::stride]` and their coordinates.
+
+    Pixel `(i, j)` of `image` sits at `(i / denominator, j / denominator)`. Returns
+    coordinates `(n, 2)`, values `(n, C)` (row-major) and the subgrid shape.
+    """
+    sub = image[offset::stride, offset::stride]
+    height, width = sub.shape[:2]
+    rows = (offset + stride * np.arange(height)) / denominator
+    cols = (offset + stride * np.arange(width)) / denominator
+    coords = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
+    return coords, sub.reshape(height * width, sub.shape[-1]), (height, width)
+
+
+def _predict_values(
+    field: eqx.Module, coords: Float[Array, "n 2"], channels: int
+) -> Float[Array, "n c"]:
+    values = sciinr.nn.apply(field, coords)
+    if values.shape != (coords.shape[0], channels):
+        raise ValueError(
+            f"`field` must return {channels} value(s) per pixel (the image has "
+            f"{channels} channel(s)), got outputs of shape {values.shape} for "
+            f"{coords.shape[0]} coordinates. Build the field with "
+            "`out_size=problem.out_size`."
+        )
+    return values
+
+
+class ImageRegression(AbstractProblem):
+    r"""Fit a field to an image: $f_\theta(x_{ij}) \approx I_{ij}$.
+
+    The image is square with side $N$; pixel $(i, j)$ sits at the coordinate
+
+    $$x_{ij} = \big(i / N,\; j / N\big) \in [0, 1)^2,$$
+
+    the first coordinate indexing rows, as in Tancik et al. (2020). Values always have a
+    channel axis ($C = 1$ for grayscale), so fields map $\mathbb{R}^2 \to
+    \mathbb{R}^C$: build them with `in_size=problem.in_size` and
+    `out_size=problem.out_size`. The loss is the mean squared error over a batch of
+    training pixels,
+
+    $$\mathcal{L}(\theta) = \frac{1}{|B|\,C} \sum_{(i, j) \in B} \lVert f_\theta(x_{ij})
+    - I_{ij} \rVert_2^2,$$
+
+    and the metrics are PSNRs (data range 1) on the training and test pixels.
+
+    Protocols (`protocol=`):
+
+    - `"fit"`: train on all $N^2$ pixels; test on the same pixels (memorisation).
+    - `"tancik"` (Tancik et al. 2020, image regression): train on the even pixels
+      `img[::2, ::2]` at $(2i/N, 2j/N)$, test on the odd pixels `img[1::2, 1::2]` at
+      $((2i+1)/N, (2j+1)/N)$ (interpolation). $N$ must be even.
+    - `"superres"` (the multi-head ReLU paper: train on a 256 x 256 down-sampled
+      image, evaluate on the 512 x 512 original): train on the image resized to
+      $N \times N$ at $(i/N, j/N)$, test on all pixels of the image resized to
+      $2N \times 2N$ at $(i/2N, j/2N)$.
+
+    `predict` renders the field on the evaluation grid: the $N \times N$ grid for
+    `"fit"` and `"tancik"`, the $2N \times 2N$ grid for `"superres"`.
+
+    !!! warning
+
+        Predictions are **not** clipped to `[0, 1]` before the PSNR: the metrics
+        report what the network outputs.
+
+    !!! note
+
+        Every pixel is sampled at the corner $i/N$ of its cell. An anti-aliased
+        resize averages over the cell, so the content of pixel $i$ is centred at
+        $(i + \tfrac12)/N$: in `"superres"` the two resolutions are therefore
+        misregistered by a quarter of a training pixel, $1/(4N)$. This is the
+        convention of the papers, kept for comparability.
+
+    ??? cite
+
+        [Fourier Features Let Networks Learn High Frequency Functions in Low
+        Dimensional Domains](https://arxiv.org/abs/2006.10739)
+
+        ```bibtex
+        @inproceedings{tancik2020fourfeat,
+          title={Fourier Features Let Networks Learn High Frequency Functions in
+                 Low Dimensional Domains},
+          author={Tancik, Matthew and Srinivasan, Pratul P. and Mildenhall, Ben and
+                  Fridovich-Keil, Sara and Raghavan, Nithin and Singhal, Utkarsh and
+                  Ramamoorthi, Ravi and Barron, Jonathan T. and Ng, Ren},
+          booktitle={NeurIPS},
+          year={2020}
+        }
+        ```
+
+        [Multi-Head ReLU Implicit Neural Representation
+        Networks](https://arxiv.org/abs/2110.03448), for the `"superres"` protocol.
+
+        ```bibtex
+        @article{aftab2021multihead,
+          title={Multi-Head ReLU Implicit Neural Representation Networks},
+          author={Aftab, Arya and Morsali, Alireza and Ghaemmaghami, Shahrokh},
+          journal={arXiv preprint arXiv:2110.03448},
+          year={2021}
+        }
+        ```
+    """
+
+    train_coords: Float[Array, "n_train 2"]
+    train_values: Float[Array, "n_train c"]
+    test_coords: Float[Array, "n_test 2"]
+    test_values: Float[Array, "n_test c"]
+    target: Float[Array, "h w c"]
+    protocol: str = eqx.field(static=True)
+    size: int = eqx.field(static=True)
+    channels: int = eqx.field(static=True)
+    train_shape: tuple[int, int] = eqx.field(static=True)
+    test_shape: tuple[int, int] = eqx.field(static=True)
+    batch_size: int | None = eqx.field(static=True)
+
+    def __init__(
+        self,
+        image: str | ArrayLike,
+        *,
+        size: int | None = None,
+        protocol: str = "tancik",
+        batch_size: int | None = None,
+    ):
+        """**Arguments:**
+
+        - `image`: a built-in name (one of [`problems.image.IMAGES`][]: `"camera"`,
+          `"astronaut"`, ...) or an array of shape `(H, W)` or `(H, W, C)` with values
+          in `[0, 1]` (NumPy or JAX; checked on the host). A non-square image is
+          centre-cropped to a square, like the built-in ones.
+        - `size`: the image side $N$; the image is resized to $N \\times N$
+          (anti-aliased when shrinking). Keyword-only. Defaults to `None`: the
+          (cropped) image's own side, or half of it for `"superres"` (so that the
+          test image is the original). For `"superres"`, $2N$ may not exceed the
+          image's side: the test image must be real detail, not an upsampling.
+        - `protocol`: `"fit"`, `"tancik"` or `"superres"` (see above). Keyword-only.
+          Defaults to `"tancik"` (Tancik et al. 2020).
+        - `batch_size`: `None` for full-batch training (`sample` returns every
+          training pixel), or the number of training pixels `sample` draws uniformly
+          **with replacement** (cheap on device: one `jax.random.randint`).
+          Keyword-only.
+
+        **Raises:**
+
+        `ValueError`/`TypeError` naming the offending argument for: an unknown image
+        name or protocol; an array with NaN/inf, of the wrong rank or with values
+        outside `[0, 1]`; an odd $N$ with `"tancik"`; a non-positive `size`; a
+        `batch_size` that is not in `1 ... n_train`.
+        """
+        resolve_option("protocol", protocol, _PROTOCOLS)
+        if size is not None:
+            check_positive_int("size", size)
+        source, label = _as_image(image)
+        side: int = source.shape[0]
+        if size is None:
+            n = side // 2 if protocol == "superres" else side
+            if n == 0:
+                raise ValueError(
+                    f"`image` {label} is too small for protocol 'superres', which "
+                    "tests at twice the training resolution."
+                )
+        else:
+            n = size
+        if protocol == "tancik" and n % 2:
+            raise ValueError(
+                f"Protocol 'tancik' needs an even image side (`size`), got {n} "
+                f"(for `image` {label}). Pass an even `size`, e.g. "
+                f"`size={n - 1 if n > 1 else 2}`."
+            )
+        if protocol == "superres" and 2 * n > side:
+            raise ValueError(
+                f"Protocol 'superres' tests at 2 * `size` = {2 * n} pixels, but "
+                f"`image` {label} has side {side}: the test image would be an "
+                f"upsampling. Use `size` <= {side // 2}."
+            )
+
+        if protocol == "superres":
+            train_image, test_image = _resize(source, n), _resize(source, 2 * n)
+            train = _grid_points(train_image, 0, 1, n)
+            test = _grid_points(test_image, 0, 1, 2 * n)
+            target = test_image
+        else:
+            target = _resize(source, n)
+            if protocol == "fit":
+                train = test = _grid_points(target, 0, 1, n)
+            else:
+                train = _grid_points(target, 0, 2, n)
+                test = _grid_points(target, 1, 2, n)
+
+        n_train = train[1].shape[0]
+        if batch_size is not None:
+            batch_size = check_positive_int("batch_size", batch_size)
+            if batch_size > n_train:
+                raise ValueError(
+                    f"`batch_size` must be at most the number of training pixels, "
+                    f"{n_train} (protocol {protocol!r}, size {n}), got "
+                    f"{batch_size}. Use `batch_size=None` for full-batch training."
+                )
+        dtype = jnp.result_type(float)
+        self.train_coords = jnp.asarray(train[0], dtype)
+        self.train_values = jnp.asarray(train[1], dtype)
+        self.test_coords = jnp.asarray(test[0], dtype)
+        self.test_values = jnp.asarray(test[1], dtype)
+        self.target = jnp.asarray(target, dtype)
+        self.protocol = protocol
+        self.size = n
+        self.channels = source.shape[-1]
+        self.train_shape = train[2]
+        self.test_shape = test[2]
+        self.batch_size = batch_size
+
+    @property
+    def in_size(self) -> int:
+        """The coordinate dimension, `2`."""
+        return 2
+
+    @property
+    def out_size(self) -> int:
+        """The number of channels `C` a field must output (`1` for grayscale)."""
+        return self.channels
+
+    @property
+    def render_shape(self) -> tuple[int, int]:
+        """The `(H, W)` of `predict`'s images: `(N, N)`, or `(2N, 2N)` for
+        `"superres"`."""
+        return self.target.shape[0], self.target.shape[1]
+
+    def sample(
+        self, key: PRNGKeyArray
+    ) -> tuple[Float[Array, "b 2"], Float[Array, "b c"]]:
+        """Draw one training batch.
+
+        **Arguments:**
+
+        - `key`: a JAX PRNG key; ignored for full-batch training.
+
+        **Returns:**
+
+        `(coords, values)` of shapes `(b, 2)` and `(b, C)`: every training pixel
+        when `batch_size` is `None`, otherwise `batch_size` pixels drawn uniformly
+        with replacement.
+        """
+        if self.batch_size is None:
+            return self.train_coords, self.train_values
+        index = jr.randint(key, (self.batch_size,), 0, self.train_coords.shape[0])
+        return self.train_coords[index], self.train_values[index]
+
+    def loss(
+        self,
+        field: eqx.Module,
+        batch: tuple[Float[Array, "b 2"], Float[Array, "b c"]],
+    ) -> tuple[Scalar, dict[str, Scalar]]:
+        """The mean squared error of `field` on `batch`.
+
+        The field is evaluated with [`sciinr.nn.apply`][], so batch-norm layers use
+        the statistics of the batch's coordinates.
+
+        **Arguments:**
+
+        - `field`: a field with `in_size=2` and `out_size=problem.out_size`.
+        - `batch`: `(coords, values)` from `sample`.
+
+        **Returns:**
+
+        `(mse, {"mse": mse})`.
+        """
+        coords, values = batch
+        mse = jnp.mean(
+            jnp.square(_predict_values(field, coords, self.channels) - values)
+        )
+        return mse, {"mse": mse}
+
+    @eqx.filter_jit
+    def evaluate(self, field: eqx.Module) -> dict[str, Scalar]:
+        """PSNRs (data range 1, unclipped predictions) on the train and test pixels.
+
+        Batch-norm statistics are first frozen on all training coordinates
+        ([`sciinr.nn.freeze_statistics`][]), so the metrics are those of one
+        pointwise function.
+
+        **Arguments:**
+
+        - `field`: a field with `in_size=2` and `out_size=problem.out_size`.
+
+        **Returns:**
+
+        `{"psnr_train": ..., "psnr_test": ...}` in dB (`inf` for an exact fit). For
+        `"fit"` the two are the same number.
+        """
+        field = sciinr.nn.freeze_statistics(field, self.train_coords)
+        train = _predict_values(field, self.train_coords, self.channels)
+        psnr_train = psnr(train, self.train_values)
+        if self.protocol == "fit":
+            psnr_test = psnr_train
+        else:
+            test = _predict_values(field, self.test_coords, self.channels)
+            psnr_test = psnr(test, self.test_values)
+        return {"psnr_train": psnr_train, "psnr_test": psnr_test}
+
+    @eqx.filter_jit
+    def predict(self, field: eqx.Module) -> dict[str, Float[Array, "h w c"]]:
+        """Render `field` on the evaluation grid (see `coordinates`).
+
+        Batch-norm statistics are frozen on the training coordinates first.
+
+        **Arguments:**
+
+        - `field`: a field with `in_size=2` and `out_size=problem.out_size`.
+
+        **Returns:**
+
+        `{"image": ..., "target": ...}`, both of shape `(H, W, C)` with
+        `(H, W) = render_shape`: the field's (unclipped) values at
+        $(i/H, j/W)$ and the image there.
+        """
+        field = sciinr.nn.freeze_statistics(field, self.train_coords)
+        height, width = self.render_shape
+        axes = self.coordinates()
+        coords = jnp.stack(
+            jnp.meshgrid(axes["x"], axes["y"], indexing="ij"), axis=-1
+        ).reshape(height * width, 2)
+        values = _predict_values(field, coords, self.channels)
+        return {
+            "image": values.reshape(height, width, self.channels),
+            "target": self.target,
+        }
+
+    def coordinates(self) -> dict[str, Float[Array, " _"]]:
+        """The axes of `predict`'s grid: `x = i / H` labels rows and `y = j / W`
+        columns (`H = W = N`, or `2N` for `"superres"`)."""
+        height, width = self.render_shape
+        dtype = self.target.dtype
+        return {
+            "x": jnp.arange(height, dtype=dtype) / height,
+            "y": jnp.arange(width, dtype=dtype) / width,
+        }

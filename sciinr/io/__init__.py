@@ -1,0 +1,9 @@
+"""HDF5 run files and checkpoints, readable with plain `h5py`."""
+
+from ._checkpoint import (
+    Checkpoint as Checkpoint,
+    CheckpointError as CheckpointError,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
+from ._hdf5 import load_run as load_run, Run as Run, save_run as save_run
