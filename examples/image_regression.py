@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 import sciinr
-from problems.image import IMAGES, ImageRegression
+from problems.image import ImageRegression, IMAGES
 from sciinr.nn import (
     ACTIVATIONS,
     CoordinateMLP,
@@ -55,7 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--sigma", type=float, default=10.0, help="Fourier scale")
     model.add_argument("--frequencies", type=int, default=8, help="positional L")
     model.add_argument("--linear", default="rwf", choices=["dense", "rwf"])
-    model.add_argument("--norm", default="none", choices=["none", "batch", "layer", "rms"])
+    model.add_argument(
+        "--norm", default="none", choices=["none", "batch", "layer", "rms"]
+    )
     model.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
     model.add_argument("--width", type=int, default=256)
     model.add_argument("--depth", type=int, default=4)

@@ -97,9 +97,7 @@ def _run_chunk(constants, carry, start, *, length: int):
             batch = jtu.tree_map(
                 lambda x: jax.lax.with_sharding_constraint(x, data_sharding), batch
             )
-        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch
-        )
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
         # Third-party optimizers (optax's Adam bias correction: float ** int32 count)
         # are not written for `jax_numpy_dtype_promotion="strict"`; shield them so
         # that users (and our tests) can run our own code under strict promotion.

@@ -5,18 +5,16 @@ import textwrap
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
 import numpy as np
 import optax
 import pytest
+from helpers import make_toy_problem, ToyRegression
 
 import sciinr
 import sciinr._trainer as trainer_module
 from sciinr.nn import CoordinateMLP, FourierFeatures
-
-from helpers import make_toy_problem, ToyRegression
 
 
 def _field(key, norm=None, linear="rwf"):

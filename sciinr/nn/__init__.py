@@ -7,7 +7,10 @@ from ._encoding import (
 )
 from ._field import AbstractField as AbstractField, apply as apply, COORDS as COORDS
 from ._init import glorot_normal as glorot_normal
-from ._linear import FactorizedLinear as FactorizedLinear, glorot_linear as glorot_linear
+from ._linear import (
+    FactorizedLinear as FactorizedLinear,
+    glorot_linear as glorot_linear,
+)
 from ._mlp import CoordinateMLP as CoordinateMLP
 from ._norm import (
     CoordinateBatchNorm as CoordinateBatchNorm,

@@ -18,8 +18,8 @@ from .._checks import (
 from ._activation import ACTIVATIONS
 from ._encoding import _check_encoding_size
 from ._field import AbstractField
-from ._linear import FactorizedLinear, Parameterization, glorot_linear
-from ._norm import NORMS, make_norm
+from ._linear import FactorizedLinear, glorot_linear, Parameterization
+from ._norm import make_norm, NORMS
 
 
 LinearKind = Literal["dense", "rwf"]
