@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 import sciinr.nn
 from sciinr._checks import check_finite_array, check_positive_int, resolve_option
 from sciinr._custom_types import Scalar
-from sciinr._problem import AbstractProblem
+from sciinr import AbstractProblem
 from sciinr.metrics import psnr
 
 

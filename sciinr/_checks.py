@@ -38,6 +38,8 @@ def check_real(
     name: str, value: Any, *, positive: bool = False, nonnegative: bool = False
 ) -> float:
     """Return `value` as a finite `float`, optionally > 0 or >= 0."""
+    if getattr(value, "shape", None) == () and not isinstance(value, bool):
+        value = np.asarray(value).item()  # a 0-d NumPy or JAX array
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}.")
     value = float(value)

@@ -34,7 +34,8 @@ def test_weight_bounds(getkey, omega0):
         n_in = layer.weight.shape[1]
         b = np.abs(np.asarray(layer.bias))
         assert b.max() <= 1 / np.sqrt(n_in)
-        assert b.max() > 0.5 / np.sqrt(n_in)
+        if b.size >= 64:  # P(fail) < 0.5**64
+            assert b.max() > 0.5 / np.sqrt(n_in)
     # The documented draw: layer i uses `wkey, bkey, skey = split(split(key)[i], 3)`.
     for i, k in enumerate(jr.split(key, 3)):
         wkey, bkey, _ = jr.split(k, 3)
@@ -102,7 +103,7 @@ def test_rwf_siren_equals_dense_siren_at_init(getkey, parameterization):
         assert b.parameterization == parameterization
         np.testing.assert_allclose(b.weight, a.weight, rtol=1e-6, atol=0)
         np.testing.assert_array_equal(b.bias, a.bias)
-        assert float(jnp.abs(b.v - a.weight).max()) > 1e-3  # really factorized
+        assert np.abs(np.asarray(b.v) - np.asarray(a.weight)).max() > 1e-3
     xs = jr.uniform(getkey(), (64, 2))
     ys = jit_apply(dense, xs)
     np.testing.assert_allclose(jit_apply(rwf, xs), ys, rtol=1e-5, atol=2e-5)

@@ -14,7 +14,7 @@ from helpers import tree_allclose
 import sciinr
 import sciinr.nn
 from problems import ImageRegression, IMAGES, load_image, perlin_noise, text_image
-from sciinr._problem import AbstractProblem
+from sciinr import AbstractProblem
 
 
 class _Lookup(eqx.Module):
@@ -462,3 +462,27 @@ def test_fits_camera(getkey):
     # here (300 steps reach ~140 dB, float32 round-off), so 100 steps keep it moderate.
     assert metrics["psnr_train"] > 51.9, (initial, metrics)
     assert metrics["psnr_test"] == metrics["psnr_train"]
+
+
+def test_fit_tancik_protocol_reaches_test_psnr(getkey):
+    # The trainer on the real image problem: camera at 32^2, train on the even
+    # pixels, test on the odd ones. Measured (jax 0.10.2, CPU): test PSNR 24.65 dB
+    # after 300 steps (a constant field gets 11.6 dB, the same network with dense
+    # layers 24.05 dB); the threshold leaves a 1.65 dB margin.
+    problem = ImageRegression("camera", size=32, protocol="tancik")
+    fkey, mkey = jr.split(jr.key(0))
+    encoding = sciinr.nn.FourierFeatures(2, 64, sigma=1.0, key=fkey)
+    field = sciinr.nn.CoordinateMLP(
+        2, 1, 64, 3, encoding=encoding, linear="rwf", key=mkey
+    )
+    result = sciinr.fit(
+        problem,
+        field,
+        optax.adam(1e-3),
+        steps=300,
+        key=jr.key(1),
+        steps_per_call=100,
+        progress=False,
+    )
+    assert result.metrics["psnr_test"] > 23.0
+    assert result.metrics["psnr_train"] > result.metrics["psnr_test"]

@@ -418,3 +418,33 @@ def test_data_parallel_four_devices_matches_one_device():
     # gradient in exact arithmetic, so Adam turns float noise into drift in those
     # (function-invariant) directions; the function itself must agree.
     assert abs(float(bn1) - float(bn4)) < 1e-4
+
+
+def test_fit_writes_run_file(tmp_path):
+    problem = make_toy_problem(n=32)
+    field = _field(jr.key(9))
+    path = tmp_path / "run.h5"
+    result = sciinr.fit(
+        problem,
+        field,
+        optax.adam(1e-2),
+        steps=20,
+        key=jr.key(0),
+        steps_per_call=10,
+        eval_every=10,
+        output=path,
+        config={"seed": 7, "note": "toy"},
+        progress=False,
+    )
+    run = sciinr.io.load_run(path, field=_field(jr.key(1)))
+    assert run.metrics == pytest.approx(result.metrics)
+    assert run.config["seed"] == 7 and run.config["note"] == "toy"
+    assert run.config["fit"]["steps"] == 20 and run.config["fit"]["eval_every"] == 10
+    for name, values in result.history.items():
+        np.testing.assert_array_equal(run.history[name], values)
+    assert run.predictions["prediction"].shape == (8, 8, 1)
+    np.testing.assert_allclose(run.coordinates["x"], np.arange(8) / 8)
+    xs = problem.coords
+    np.testing.assert_array_equal(
+        sciinr.nn.apply(run.field, xs), sciinr.nn.apply(result.field, xs)
+    )

@@ -1,6 +1,6 @@
 """Random weight factorization (RWF): a drop-in replacement for `eqx.nn.Linear`."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -13,6 +13,19 @@ from ._init import glorot_normal
 
 Parameterization = Literal["log", "scale"]
 _PARAMETERIZATIONS = {"log": "log", "scale": "scale"}
+
+
+def check_rwf_options(
+    mu: Any, sigma: Any, parameterization: Any, *, prefix: str = ""
+) -> tuple[float, float, Parameterization]:
+    """Validate RWF options; error messages use the caller's argument names."""
+    return (
+        check_real(f"{prefix}mu", mu),
+        check_real(f"{prefix}sigma", sigma, nonnegative=True),
+        resolve_option(
+            f"{prefix}parameterization", parameterization, _PARAMETERIZATIONS
+        ),
+    )
 
 
 def glorot_linear(
@@ -119,11 +132,7 @@ class FactorizedLinear(eqx.Module):
         """
         check_positive_int("in_features", in_features)
         check_positive_int("out_features", out_features)
-        mu = check_real("mu", mu)
-        sigma = check_real("sigma", sigma, nonnegative=True)
-        parameterization = resolve_option(
-            "parameterization", parameterization, _PARAMETERIZATIONS
-        )
+        mu, sigma, parameterization = check_rwf_options(mu, sigma, parameterization)
         dtype = jnp.result_type(float) if dtype is None else dtype
         wkey, skey = jr.split(key)
         weight = glorot_normal(wkey, (out_features, in_features), dtype)

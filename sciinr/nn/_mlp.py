@@ -11,14 +11,18 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._checks import (
     check_nonnegative_int,
     check_positive_int,
-    check_real,
     resolve_callable,
     resolve_option,
 )
 from ._activation import ACTIVATIONS
 from ._encoding import _check_encoding_size
 from ._field import AbstractField
-from ._linear import FactorizedLinear, glorot_linear, Parameterization
+from ._linear import (
+    check_rwf_options,
+    FactorizedLinear,
+    glorot_linear,
+    Parameterization,
+)
 from ._norm import make_norm, NORMS
 
 
@@ -150,8 +154,7 @@ class CoordinateMLP(AbstractField):
         self.depth = check_nonnegative_int("depth", depth)
         resolve_option("linear", linear, _LINEARS)
         _check_norm(norm)
-        check_real("rwf_mu", rwf_mu)
-        check_real("rwf_sigma", rwf_sigma, nonnegative=True)
+        check_rwf_options(rwf_mu, rwf_sigma, rwf_parameterization, prefix="rwf_")
         self.linear = linear
         self.norm = norm
         self.activation = resolve_callable("activation", activation, ACTIVATIONS)

@@ -140,6 +140,12 @@ class CoordinateBatchNorm(eqx.Module):
             except NameError:
                 raise ValueError(_OUTSIDE_APPLY.format(axis=COORDS)) from None
             if _RECORDERS:
+                if id(self) in _RECORDERS[-1]:
+                    raise ValueError(
+                        "A CoordinateBatchNorm layer was called more than once in one "
+                        "evaluation of the field, so it has no single set of "
+                        "statistics to freeze. Use one layer per call site."
+                    )
                 _RECORDERS[-1][id(self)] = (mean, var)
         return (x - mean) * lax.rsqrt(var + self.eps) * self.weight + self.bias
 

@@ -14,7 +14,7 @@ from .._checks import (
 )
 from ._field import AbstractField
 from ._init import siren_bound, uniform
-from ._linear import FactorizedLinear, Parameterization
+from ._linear import check_rwf_options, FactorizedLinear, Parameterization
 from ._mlp import _LINEARS, LinearKind
 
 
@@ -90,6 +90,7 @@ class Siren(AbstractField):
         self.depth = check_nonnegative_int("depth", depth)
         self.omega0 = check_real("omega0", omega0, positive=True)
         self.linear = resolve_option("linear", linear, _LINEARS)
+        check_rwf_options(rwf_mu, rwf_sigma, rwf_parameterization, prefix="rwf_")
         dtype = jnp.result_type(float) if dtype is None else dtype
         sizes = [in_size] + [width_size] * depth + [out_size]
         layers = []
