@@ -44,7 +44,9 @@ def machine() -> dict:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "affinity": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None,
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
@@ -118,7 +120,9 @@ def naive_steps_per_s(problem, field, steps: int) -> float:
 
 
 def peak_memory_mb() -> dict:
-    out = {"host_rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {
+        "host_rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    }
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
@@ -139,9 +143,12 @@ def main(argv=None) -> int:
 
     info = machine()
     matmul = matmul_gflops()
-    print(f"# {info['device_kind']} ({info['backend']}), jax {info['jax']}, "
-          f"{info['cpus']} CPUs (affinity {info['affinity']}), "
-          f"load before {info['loadavg_before'][0]:.2f}", file=sys.stderr)
+    print(
+        f"# {info['device_kind']} ({info['backend']}), jax {info['jax']}, "
+        f"{info['cpus']} CPUs (affinity {info['affinity']}), "
+        f"load before {info['loadavg_before'][0]:.2f}",
+        file=sys.stderr,
+    )
     print(f"# plain float32 2048^2 matmul: {matmul:.1f} GFLOP/s", file=sys.stderr)
     rows = []
     for size in args.sizes:
@@ -178,12 +185,16 @@ def main(argv=None) -> int:
             )
     info["loadavg_after"] = os.getloadavg()
     memory = peak_memory_mb()
-    print(f"# load after {info['loadavg_after'][0]:.2f}; peak memory {memory}",
-          file=sys.stderr)
+    print(
+        f"# load after {info['loadavg_after'][0]:.2f}; peak memory {memory}",
+        file=sys.stderr,
+    )
 
     print(f"\nMatmul (float32 2048^2): {matmul:.1f} GFLOP/s\n")
-    print("| image | linear | params | GFLOP/step | fit steps/s | fit GFLOP/s | "
-          "fit / matmul | naive steps/s | naive / matmul |")
+    print(
+        "| image | linear | params | GFLOP/step | fit steps/s | fit GFLOP/s | "
+        "fit / matmul | naive steps/s | naive / matmul |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
@@ -194,8 +205,16 @@ def main(argv=None) -> int:
         )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "matmul_gflops": matmul, "memory": memory,
-                       "rows": rows}, f, indent=2)
+            json.dump(
+                {
+                    "machine": info,
+                    "matmul_gflops": matmul,
+                    "memory": memory,
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

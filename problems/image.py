@@ -21,9 +21,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import sciinr.nn
+from sciinr import AbstractProblem
 from sciinr._checks import check_finite_array, check_positive_int, resolve_option
 from sciinr._custom_types import Scalar
-from sciinr import AbstractProblem
 from sciinr.metrics import psnr
 
 
