@@ -171,7 +171,9 @@ class FourierFeatures(eqx.Module):
     ) -> Float[Array, " out"]:
         """Encode one coordinate `x` of shape `(in_size,)`; returns `(out_size,)`."""
         del key
-        angles = (2 * math.pi) * (self.matrix @ x)
+        # `x @ B.T` (not `B @ x`): the vmapped product keeps the coordinate axis
+        # leading, with no transpose (see `sciinr.nn._linear.affine`).
+        angles = (2 * math.pi) * (x @ self.matrix.T)
         return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)])
 
 

@@ -18,6 +18,7 @@ from ._activation import ACTIVATIONS
 from ._encoding import _check_encoding_size
 from ._field import AbstractField
 from ._linear import (
+    affine,
     check_rwf_options,
     FactorizedLinear,
     glorot_linear,
@@ -199,11 +200,11 @@ class CoordinateMLP(AbstractField):
             )
         h = x if self.encoding is None else self.encoding(x)
         for layer, norm in zip(self.layers[:-1], self.norms):
-            h = layer(h)
+            h = affine(layer, h)
             if norm is not None:
                 h = norm(h)
             h = self.activation(h)
-        h = self.layers[-1](h)
+        h = affine(self.layers[-1], h)
         if self.final_activation is not None:
             h = self.final_activation(h)
         return h

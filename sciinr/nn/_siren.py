@@ -14,7 +14,7 @@ from .._checks import (
 )
 from ._field import AbstractField
 from ._init import siren_bound, uniform
-from ._linear import check_rwf_options, FactorizedLinear, Parameterization
+from ._linear import affine, check_rwf_options, FactorizedLinear, Parameterization
 from ._mlp import _LINEARS, LinearKind
 
 
@@ -126,5 +126,5 @@ class Siren(AbstractField):
             )
         h = x
         for layer in self.layers[:-1]:
-            h = jnp.sin(self.omega0 * layer(h))
-        return self.layers[-1](h)
+            h = jnp.sin(self.omega0 * affine(layer, h))
+        return affine(self.layers[-1], h)
