@@ -16,6 +16,7 @@ from .._checks import check_nonnegative_int
 from ._hdf5 import (
     _atomic_h5,
     _attr_value,
+    _check_format,
     _check_history,
     _deserialise,
     _now,
@@ -148,17 +149,14 @@ def _read(path: pathlib.Path) -> tuple[dict[str, Any], bytes, dict[str, np.ndarr
     try:
         with h5py.File(path, "r") as file:
             attrs = {key: _attr_value(value) for key, value in file.attrs.items()}
-            if attrs.get("format") != CHECKPOINT_FORMAT:
-                raise CheckpointError(
-                    f"'{path}' is not a sciinr checkpoint (its `format` attribute is "
-                    f"{attrs.get('format')!r}, expected {CHECKPOINT_FORMAT!r})."
-                )
-            version = attrs.get("format_version")
-            if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
-                raise CheckpointError(
-                    f"Checkpoint '{path}' has format version {version!r}; this "
-                    f"sciinr reads version {CHECKPOINT_FORMAT_VERSION} and earlier."
-                )
+            _check_format(
+                attrs,
+                path,
+                format=CHECKPOINT_FORMAT,
+                version=CHECKPOINT_FORMAT_VERSION,
+                what="checkpoint",
+                error=CheckpointError,
+            )
             state = file.get("state")
             if (
                 not isinstance(state, h5py.Dataset)

@@ -202,6 +202,29 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
+def _check_format(
+    attrs: Mapping[str, Any],
+    path: pathlib.Path,
+    *,
+    format: str,
+    version: int,
+    what: str,
+    error: type[Exception] = ValueError,
+) -> None:
+    """Raise `error` unless `attrs` mark a file of `format`, version <= `version`."""
+    if attrs.get("format") != format:
+        raise error(
+            f"'{path}' is not a sciinr {what} (its `format` attribute is "
+            f"{attrs.get('format')!r}, expected {format!r})."
+        )
+    found = attrs.get("format_version")
+    if not isinstance(found, int) or found > version:
+        raise error(
+            f"'{path}' has {what} format version {found!r}; this sciinr reads "
+            f"version {version} and earlier. Upgrade sciinr."
+        )
+
+
 def _umask() -> int:
     # Read-and-restore is the only portable way to read the umask (not thread-safe,
     # but the window is two system calls).
@@ -711,17 +734,9 @@ def load_run(path: _PathLike, field: PyTree | None = None) -> Run:
         ) from err
     with file:
         attrs = {key: _attr_value(value) for key, value in file.attrs.items()}
-        if attrs.get("format") != RUN_FORMAT:
-            raise ValueError(
-                f"'{path}' is not a sciinr run file (its `format` attribute is "
-                f"{attrs.get('format')!r}, expected {RUN_FORMAT!r})."
-            )
-        version = attrs.get("format_version")
-        if not isinstance(version, int) or version > RUN_FORMAT_VERSION:
-            raise ValueError(
-                f"'{path}' has run-file format version {version!r}; this sciinr "
-                f"reads version {RUN_FORMAT_VERSION} and earlier. Upgrade sciinr."
-            )
+        _check_format(
+            attrs, path, format=RUN_FORMAT, version=RUN_FORMAT_VERSION, what="run file"
+        )
         config = json.loads(attrs.get("config", "{}"))
         attrs["config"] = config
 
