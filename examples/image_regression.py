@@ -2,7 +2,7 @@
 
 Defaults: the `camera` image at 128 x 128, Gaussian Fourier features (256, sigma 3)
 + an RWF MLP (4 x 256, ReLU), the Tancik protocol (train on the even pixels, test on
-the odd ones), Adam 1e-3, 500 full-batch steps (about 40 s on 2 CPU cores).
+the odd ones), Adam 1e-3, 500 full-batch steps (about 30 s on 2 CPU cores).
 
     python examples/image_regression.py --out run.h5 --plot fig.png
     python examples/image_regression.py --image astronaut --size 256 --linear dense \
@@ -47,7 +47,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--batch-size", type=int, default=None, help="pixels per step (full batch)"
     )
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="mlp", choices=["mlp", "siren"])
+    model.add_argument(
+        "--model",
+        default="mlp",
+        choices=["mlp", "siren"],
+        help="siren uses --width, --depth, --linear and --omega0 only (no encoding, "
+        "norm or activation choice)",
+    )
     model.add_argument(
         "--encoding", default="fourier", choices=["fourier", "positional", "none"]
     )

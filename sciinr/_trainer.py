@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import equinox as eqx
 import jax
@@ -43,7 +43,8 @@ class FitResult:
     """What [`sciinr.fit`][] returns.
 
     - `field`: the trained field.
-    - `opt_state`: the final optimizer state (to continue training).
+    - `opt_state`: the final optimizer state. (To continue a run, use `checkpoint=`
+      and `resume=True`: that also restores the step, the key and the history.)
     - `history`: a dict of 1-D NumPy arrays aligned with `history["step"]` (the number
       of completed updates): `loss` and its named terms (the loss of the update that
       ended at that step), the metrics of `problem.evaluate` (NaN at steps where it
@@ -106,9 +107,21 @@ def _run_chunk(constants, carry, start, *, length: int):
         params = eqx.apply_updates(params, updates)
         # After the update, injected hyperparameters are the ones it used.
         hyper = _injected_hyperparams(opt_state)
-        return (params, opt_state), (loss, terms, hyper)
+        finite = jtu.tree_reduce(
+            jnp.logical_and,
+            jtu.tree_map(lambda x: jnp.all(jnp.isfinite(x)), params),
+            jnp.array(True),
+        )
+        return (params, opt_state), (loss, terms, hyper, finite)
 
     return jax.lax.scan(body, (params, opt_state), jnp.arange(length))
+
+
+@eqx.filter_jit
+def _next_loss(problem, field, key, step):
+    """The loss terms that update `step + 1` will compute (checkpoint guard)."""
+    loss, terms = problem.loss(field, problem.sample(jr.fold_in(key, step)))
+    return {"loss": loss, **terms}
 
 
 @eqx.filter_jit
@@ -126,40 +139,55 @@ def _predict(problem, field):
 
 
 class _History:
-    """Rows keyed by step; columns filled with NaN where a value was not recorded."""
+    """The run's history: dense blocks of per-step columns plus sparse metrics.
+
+    Per-step columns arrive one chunk at a time as NumPy blocks (no per-step Python
+    work); metrics arrive at evaluation steps. `arrays()` aligns everything on the
+    sorted union of steps, with NaN where a column has no value.
+    """
 
     def __init__(self, initial: Mapping[str, np.ndarray] | None = None):
-        self.rows: dict[int, dict[str, float]] = {}
-        if initial:
-            steps = np.asarray(initial["step"])
-            for index, step in enumerate(steps):
-                row = {
-                    name: float(values[index])
-                    for name, values in initial.items()
-                    if name != "step" and not np.isnan(values[index])
-                }
-                self.rows[int(step)] = row
+        self.blocks: list[dict[str, np.ndarray]] = []
+        self.points: dict[int, dict[str, float]] = {}
+        if initial and len(initial.get("step", ())):
+            self.blocks.append({k: np.asarray(v) for k, v in initial.items()})
 
-    def record(self, step: int, values: Mapping[str, float]) -> None:
-        self.rows.setdefault(step, {}).update(values)
+    def add_block(self, block: Mapping[str, np.ndarray]) -> None:
+        if len(block["step"]):
+            self.blocks.append(dict(block))
+
+    def add_point(self, step: int, values: Mapping[str, float]) -> None:
+        self.points.setdefault(step, {}).update(values)
 
     def last(self, name: str) -> float:
-        for step in sorted(self.rows, reverse=True):
-            if name in self.rows[step]:
-                return self.rows[step][name]
+        for block in reversed(self.blocks):
+            values = block.get(name)
+            if values is not None and np.isfinite(values).any():
+                return float(values[np.isfinite(values)][-1])
         return 0.0
 
     def arrays(self) -> dict[str, np.ndarray]:
-        steps = sorted(self.rows)
+        dense = [b["step"] for b in self.blocks]
+        steps = np.union1d(
+            np.concatenate(dense) if dense else np.zeros(0, np.int64),
+            np.asarray(sorted(self.points), dtype=np.int64),
+        ).astype(np.int64)
         names: list[str] = []
-        for step in steps:
-            names.extend(n for n in self.rows[step] if n not in names)
-        out = {"step": np.asarray(steps, dtype=np.int64)}
+        for source in [*self.blocks, *self.points.values()]:
+            names.extend(n for n in source if n != "step" and n not in names)
+        out = {"step": steps}
         for name in names:
-            out[name] = np.asarray(
-                [self.rows[s].get(name, np.nan) for s in steps], dtype=np.float64
-            )
-        return out
+            column = np.full(len(steps), np.nan)
+            for block in self.blocks:
+                if name in block:
+                    column[np.searchsorted(steps, block["step"])] = block[name]
+            for step, values in self.points.items():
+                if name in values:
+                    column[np.searchsorted(steps, step)] = values[name]
+            out[name] = column
+        # Consolidate, so that repeated calls (one per checkpoint) stay cheap.
+        self.blocks, self.points = ([out] if len(steps) else []), {}
+        return dict(out)
 
 
 class _Progress:
@@ -395,7 +423,6 @@ def fit(
     )
     start = 0
     history = _History()
-    wall_offset = 0.0
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         # The checkpoint holds every array of the field (buffers such as a fixed
         # Fourier matrix included); `field` and `key` only give the structure.
@@ -405,47 +432,70 @@ def fit(
             "key": key,
         }
         restored = load_checkpoint(checkpoint, like)
+        start = int(restored.step)
+        if start > steps:
+            raise ValueError(
+                f"The checkpoint {os.fspath(checkpoint)!r} is at step {start}, past "
+                f"`steps={steps}` (with `resume=True`, `steps` counts every step, "
+                "including those already done). Pass `steps >= "
+                f"{start}`."
+            )
         field = eqx.combine(
             restored.state["field"], eqx.filter(field, eqx.is_array, inverse=True)
         )
+        params, static = eqx.partition(field, trainable(field))
         opt_state = restored.state["opt_state"]
         key = restored.state["key"]
-        start = int(restored.step)
         history = _History(restored.history)
-        wall_offset = history.last("wall_time")
-        params, static = eqx.partition(field, trainable(field))
     else:
         params, static = eqx.partition(field, trainable(field))
         opt_state = optimizer.init(params)
     # Copy so that donating the carry never invalidates the caller's arrays.
-    params = jtu.tree_map(jnp.copy, params)
+    params, opt_state = jtu.tree_map(jnp.copy, (params, opt_state))
     if mesh is not None:
+        # `device_put` (not a jitted reshard) also moves arrays that are committed to
+        # one device, such as a restored checkpoint's.
         replicated = NamedSharding(mesh, PartitionSpec())
-        params, opt_state, static, problem = eqx.filter_shard(
-            (params, opt_state, static, problem), replicated
+        params, opt_state, static, problem, key = jtu.tree_map(
+            lambda x: jax.device_put(x, replicated) if eqx.is_array(x) else x,
+            (params, opt_state, static, problem, key),
         )
 
     constants = (problem, static, optimizer, key, data_sharding)
     carry = (params, opt_state)
     bar = _Progress(steps, start, progress, sys.stderr)
-    t0 = time.perf_counter() - wall_offset
+    t0 = time.perf_counter() - history.last("wall_time")
     t_last = time.perf_counter()
-    last_checkpoint = start
+    last_checkpoint = start  # 0 for a fresh run
+
+    def fail(step: int, term: str, what: str, detail: str) -> NoReturn:
+        kept = (
+            f" The last good checkpoint (step {last_checkpoint}) is kept at "
+            f"{os.fspath(checkpoint)!r}."
+            if checkpoint is not None and last_checkpoint > 0
+            else ""
+        )
+        raise NonFiniteLossError(
+            f"Non-finite {what} at step {step}: {detail}.{kept} Lower the learning "
+            "rate, check the data, or clip gradients (optax.clip_by_global_norm).",
+            step=step,
+            term=term,
+        )
 
     def process(outputs, chunk_start: int, length: int) -> None:
         """Pull one chunk's per-step outputs to the host, check and record them."""
         nonlocal t_last
-        loss, terms, hyper = jax.device_get(outputs)
+        loss, terms, hyper, finite = jax.device_get(outputs)
         now = time.perf_counter()
         rate = length / max(now - t_last, 1e-9)
         t_last = now
         columns = {"loss": np.asarray(loss)}
         columns.update({name: np.asarray(v) for name, v in terms.items()})
-        for name, values in columns.items():
-            bad = ~np.isfinite(values)
-            if bad.any():
-                index = int(np.argmax(bad))
-                step = chunk_start + index + 1
+        bad_loss = ~np.all([np.isfinite(v) for v in columns.values()], axis=0)
+        bad_update = ~np.asarray(finite)
+        if bad_loss.any() or bad_update.any():
+            index = int(np.argmax(bad_loss | bad_update))  # the first bad step
+            if bad_loss[index]:
                 term = next(
                     (
                         n
@@ -454,30 +504,32 @@ def fit(
                     ),
                     "loss",
                 )
-                kept = (
-                    f" The last good checkpoint (step {last_checkpoint}) is kept at "
-                    f"{os.fspath(checkpoint)!r}."
-                    if checkpoint is not None and last_checkpoint > 0
-                    else ""
+                fail(
+                    chunk_start + index + 1,
+                    term,
+                    "loss",
+                    f"term {term!r} = {columns[term][index]} "
+                    f"(loss = {columns['loss'][index]})",
                 )
-                raise NonFiniteLossError(
-                    f"Non-finite loss at step {step}: term {term!r} = "
-                    f"{columns[term][index]} (loss = {columns['loss'][index]})."
-                    f"{kept} Lower the learning rate, check the data, or clip "
-                    "gradients (optax.clip_by_global_norm).",
-                    step=step,
-                    term=term,
-                )
-        columns.update({name: np.asarray(v) for name, v in hyper.items()})
-        for index in range(length):
-            step = chunk_start + index + 1
-            if step % log_every == 0 or step == steps:
-                row = {name: float(v[index]) for name, v in columns.items()}
-                row["wall_time"] = now - t0
-                row["steps_per_s"] = rate
-                history.record(step, row)
+            fail(
+                chunk_start + index + 1,
+                "update",
+                "parameters",
+                "the update made them NaN or inf although the loss was finite (a "
+                "non-finite gradient)",
+            )
+        step = np.arange(chunk_start + 1, chunk_start + length + 1)
+        keep = (step % log_every == 0) | (step == steps)
+        block = {"step": step[keep]}
+        block.update({name: v[keep] for name, v in columns.items()})
+        block.update({name: np.asarray(v)[keep] for name, v in hyper.items()})
+        block["wall_time"] = np.full(keep.sum(), now - t0)
+        block["steps_per_s"] = np.full(keep.sum(), rate)
+        history.add_block(block)
         bar.update(chunk_start + length, float(columns["loss"][-1]), rate)
 
+    metrics: dict[str, float] = {}
+    evaluated_at = -1
     try:
         for chunk_start, length in _chunks(start, steps, steps_per_call):
             end = chunk_start + length
@@ -487,17 +539,25 @@ def fit(
                 )
             # The only host sync: this chunk's per-step losses (one chunk in flight).
             process(outputs, chunk_start, length)
+            field = eqx.combine(carry[0], static)
             if eval_every is not None and end % eval_every == 0:
                 with precision:
-                    metrics = _evaluate(problem, eqx.combine(carry[0], static))
-                history.record(end, _to_floats(metrics))
+                    metrics = _to_floats(_evaluate(problem, field))
+                history.add_point(end, metrics)
+                evaluated_at = end
             if checkpoint is not None and (end % checkpoint_every == 0 or end == steps):
+                if end < steps:
+                    # Only a state whose next loss is finite counts as good.
+                    with precision:
+                        upcoming = _to_floats(_next_loss(problem, field, key, end))
+                    bad = [n for n, v in upcoming.items() if not math.isfinite(v)]
+                    if bad:
+                        term = next((n for n in bad if n != "loss"), "loss")
+                        fail(end + 1, term, "loss", f"term {term!r} = {upcoming[term]}")
                 save_checkpoint(
                     checkpoint,
                     {
-                        "field": eqx.filter(
-                            eqx.combine(carry[0], static), eqx.is_array
-                        ),
+                        "field": eqx.filter(field, eqx.is_array),
                         "opt_state": carry[1],
                         "key": key,
                     },
@@ -511,10 +571,10 @@ def fit(
 
     params, opt_state = carry
     field = eqx.combine(params, static)
-    with precision:
-        metrics = _to_floats(_evaluate(problem, field))
-    if steps in history.rows:
-        history.record(steps, metrics)
+    if evaluated_at != steps:
+        with precision:
+            metrics = _to_floats(_evaluate(problem, field))
+        history.add_point(steps, metrics)
     history_arrays = history.arrays()
     if output is not None:
         with precision:

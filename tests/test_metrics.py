@@ -93,3 +93,67 @@ def test_shape_mismatch(metric, shapes):
         ValueError, match=r"`pred` and `target` must have the same shape"
     ):
         metric(jnp.zeros(pred_shape), jnp.ones(target_shape))
+
+
+# --- SSIM and the spectral diagnostics --------------------------------------------
+
+
+def test_ssim_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    target = rng.random((40, 33)).astype(np.float32)
+    pred = np.clip(target + 0.1 * rng.standard_normal(target.shape), 0, 1)
+    pred = pred.astype(np.float32)
+    expected = structural_similarity(
+        pred, target, gaussian_weights=True, use_sample_covariance=False, data_range=1.0
+    )
+    assert abs(float(sciinr.metrics.ssim(pred, target)) - expected) < 1e-5
+    rgb_t = rng.random((32, 32, 3)).astype(np.float32)
+    rgb_p = (rgb_t + 0.05 * rng.standard_normal(rgb_t.shape)).astype(np.float32)
+    expected = structural_similarity(
+        rgb_p,
+        rgb_t,
+        gaussian_weights=True,
+        use_sample_covariance=False,
+        data_range=2.0,
+        channel_axis=-1,
+    )
+    assert abs(float(sciinr.metrics.ssim(rgb_p, rgb_t, 2.0)) - expected) < 1e-5
+    assert float(sciinr.metrics.ssim(target, target)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_rejects_small_or_wrong_rank_images():
+    with pytest.raises(ValueError, match="at least 11 pixels"):
+        sciinr.metrics.ssim(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, C\)"):
+        sciinr.metrics.ssim(np.zeros(16, np.float32), np.zeros(16, np.float32))
+
+
+def test_band_psnr_sums_to_psnr_and_locates_the_error():
+    rng = np.random.default_rng(1)
+    target = rng.random((32, 32)).astype(np.float32)
+    i = np.arange(32)[:, None] + np.arange(32)[None, :]
+    checker = (0.05 * (-1.0) ** i).astype(np.float32)  # error at the Nyquist corner
+    bands = np.asarray(sciinr.metrics.band_psnr(target + checker, target, 4))
+    # Parseval: the bands' MSEs add up to the pixel MSE.
+    total = 10 * np.log10(1.0 / np.sum(10 ** (-bands / 10)))
+    psnr = float(sciinr.metrics.psnr(target + checker, target))
+    assert total == pytest.approx(psnr, abs=1e-3)  # float32 FFT rounding
+    assert total == pytest.approx(10 * np.log10(1 / 0.05**2), abs=1e-3)
+    assert np.all(bands[:3] > 150) and bands[3] < 30  # float32 FFT leakage only
+    with pytest.raises(ValueError, match="n_bands"):
+        sciinr.metrics.band_psnr(target, target, 0)
+
+
+def test_error_spectrum_peaks_at_the_error_frequency():
+    n = 64
+    x = np.arange(n) / n
+    error = 0.1 * np.sin(2 * np.pi * 8 * x)[:, None] * np.ones((1, n))  # 8 / 64 = 0.125
+    target = np.zeros((n, n), np.float32)
+    freq, power = sciinr.metrics.error_spectrum(
+        (target + error).astype(np.float32), target
+    )
+    assert freq.shape == power.shape == (32,)
+    peak = float(freq[int(np.argmax(power))])
+    assert abs(peak - 0.125) <= 0.5 / 32

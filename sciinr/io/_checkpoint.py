@@ -217,7 +217,9 @@ def load_checkpoint(path: _PathLike, like: PyTree) -> Checkpoint:
 
     - `CheckpointError` (a `ValueError`): the file does not exist, is not an HDF5
       file or is truncated, is not a sciinr checkpoint, its bytes do not match their
-      SHA-256 (corrupted or tampered with), its structure differs from `like` (the
+      SHA-256 (corrupted: the checksum guards against accidents, not against someone
+      who rewrites the file; safety against malicious files comes from never
+      unpickling), its structure differs from `like` (the
       message names the first differing leaf and both shapes/dtypes), or its leaves
       cannot be deserialised.
     """
@@ -225,7 +227,7 @@ def load_checkpoint(path: _PathLike, like: PyTree) -> Checkpoint:
     attrs, data, history = _read(path)
     if hashlib.sha256(data).hexdigest() != attrs.get("sha256"):
         raise CheckpointError(
-            f"Checkpoint '{path}' is corrupted or was tampered with: the SHA-256 of "
+            f"Checkpoint '{path}' is corrupted (checksum mismatch): the SHA-256 of "
             "its /state bytes does not match the checksum stored in the file."
         )
     try:

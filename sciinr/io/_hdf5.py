@@ -766,8 +766,8 @@ def load_run(path: _PathLike, field: PyTree | None = None) -> Run:
                 hashlib.sha256(model_bytes).hexdigest() != expected
             ):
                 raise ValueError(
-                    f"The /model bytes of '{path}' are corrupted or were tampered "
-                    "with: their SHA-256 does not match the stored checksum."
+                    f"The /model bytes of '{path}' are corrupted (checksum "
+                    "mismatch): their SHA-256 does not match the stored checksum."
                 )
             if "structure" in model.attrs:
                 structure = json.loads(_attr_value(model.attrs["structure"]))

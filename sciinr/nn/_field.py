@@ -16,6 +16,15 @@ COORDS = "coords"
 """
 
 
+def check_point(x: Array, in_size: int) -> None:
+    """Check that one coordinate has shape `(in_size,)` (at trace time)."""
+    if x.shape != (in_size,):
+        raise ValueError(
+            f"`x` must have shape ({in_size},), got {x.shape}. To evaluate a batch "
+            "of coordinates use `sciinr.nn.apply(field, xs)`."
+        )
+
+
 class AbstractField(eqx.Module):
     """A field maps ONE coordinate `x` of shape `(in_size,)` to values `(out_size,)`.
 

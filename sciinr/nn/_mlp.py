@@ -16,7 +16,7 @@ from .._checks import (
 )
 from ._activation import ACTIVATIONS
 from ._encoding import _check_encoding_size
-from ._field import AbstractField
+from ._field import AbstractField, check_point
 from ._linear import (
     affine,
     check_rwf_options,
@@ -24,7 +24,7 @@ from ._linear import (
     glorot_linear,
     Parameterization,
 )
-from ._norm import make_norm, NORMS
+from ._norm import check_norm, make_norm
 
 
 LinearKind = Literal["dense", "rwf"]
@@ -55,14 +55,6 @@ def make_linear(
             key=key,
         )
     return glorot_linear(in_features, out_features, dtype=dtype, key=key)
-
-
-def _check_norm(norm) -> None:
-    if norm is not None and norm not in NORMS:
-        raise ValueError(
-            f"Unknown `norm` {norm!r}. Valid values: None, "
-            f"{', '.join(map(repr, NORMS))}."
-        )
 
 
 class CoordinateMLP(AbstractField):
@@ -154,7 +146,7 @@ class CoordinateMLP(AbstractField):
         self.width_size = check_positive_int("width_size", width_size)
         self.depth = check_nonnegative_int("depth", depth)
         resolve_option("linear", linear, _LINEARS)
-        _check_norm(norm)
+        check_norm(norm)
         check_rwf_options(rwf_mu, rwf_sigma, rwf_parameterization, prefix="rwf_")
         self.linear = linear
         self.norm = norm
@@ -193,11 +185,7 @@ class CoordinateMLP(AbstractField):
         The value, shape `(out_size,)`.
         """
         del key
-        if x.shape != (self.in_size,):
-            raise ValueError(
-                f"`x` must have shape ({self.in_size},), got {x.shape}. "
-                "To evaluate a batch of coordinates use `sciinr.nn.apply(field, xs)`."
-            )
+        check_point(x, self.in_size)
         h = x if self.encoding is None else self.encoding(x)
         for layer, norm in zip(self.layers[:-1], self.norms):
             h = affine(layer, h)

@@ -11,7 +11,7 @@ import jax.tree_util as jtu
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._checks import check_coords, check_positive_int, check_real, resolve_option
+from .._checks import check_coords, check_positive_int, check_real
 from ._field import COORDS
 from ._trainable import NonTrainable
 
@@ -251,8 +251,16 @@ NORMS: dict[str, Callable[[int, Any], eqx.Module]] = {
 """The normalization layers selected by `norm=` (besides `None`)."""
 
 
+def check_norm(norm: Any) -> None:
+    """Raise a `ValueError` listing the valid values unless `norm` is one of them."""
+    if norm is not None and (not isinstance(norm, str) or norm not in NORMS):
+        raise ValueError(
+            f"Unknown `norm` {norm!r}. Valid values: None, "
+            f"{', '.join(map(repr, NORMS))}."
+        )
+
+
 def make_norm(norm: str | None, size: int, dtype=None) -> eqx.Module | None:
     """Build the normalization layer named `norm` (or `None`) for `size` channels."""
-    if norm is None:
-        return None
-    return resolve_option("norm", norm, NORMS)(size, dtype)
+    check_norm(norm)
+    return None if norm is None else NORMS[norm](size, dtype)

@@ -12,7 +12,7 @@ from .._checks import (
     check_real,
     resolve_option,
 )
-from ._field import AbstractField
+from ._field import AbstractField, check_point
 from ._init import siren_bound, uniform
 from ._linear import affine, check_rwf_options, FactorizedLinear, Parameterization
 from ._mlp import _LINEARS, LinearKind
@@ -119,11 +119,7 @@ class Siren(AbstractField):
     ) -> Float[Array, " m"]:
         """Evaluate the SIREN at one coordinate `x` of shape `(in_size,)`."""
         del key
-        if x.shape != (self.in_size,):
-            raise ValueError(
-                f"`x` must have shape ({self.in_size},), got {x.shape}. "
-                "To evaluate a batch of coordinates use `sciinr.nn.apply(field, xs)`."
-            )
+        check_point(x, self.in_size)
         h = x
         for layer in self.layers[:-1]:
             h = jnp.sin(self.omega0 * affine(layer, h))
