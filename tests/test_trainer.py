@@ -4,6 +4,7 @@ import sys
 import textwrap
 
 import equinox as eqx
+import h5py
 import jax
 import jax.random as jr
 import jax.tree_util as jtu
@@ -534,3 +535,68 @@ def test_matmul_precision_runs(precision):
     )
     assert result.step == 10 and np.isfinite(result.metrics["rel_l2"])
     assert result.history["step"][-1] == 10
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import jax.random as jr, optax
+    import sciinr, sciinr._trainer as trainer
+    from helpers import make_toy_problem
+    from test_trainer import _field
+
+    real_save = trainer.save_checkpoint
+    calls = []
+    def save_then_die(*args, **kwargs):
+        calls.append(kwargs["step"])
+        if len(calls) == 3:
+            # Killed in the middle of writing the third checkpoint: the temporary
+            # file exists, the rename has not happened.
+            import h5py
+            h5py.File(str(args[0]) + ".partial.tmp", "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(*args, **kwargs)
+    trainer.save_checkpoint = save_then_die
+    sciinr.fit(make_toy_problem(n=64, batch_size=16), _field(jr.key(7), norm="layer"),
+               optax.adam(1e-2), steps=100, key=jr.key(8), steps_per_call=10,
+               checkpoint={path!r}, checkpoint_every=20, eval_every=20,
+               progress=False)
+    """
+)
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+    path = tmp_path / "ckpt.h5"
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_SCRIPT.format(tests=tests, path=str(path))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]  # died by SIGKILL
+    with h5py.File(path, "r") as f:  # the last completed checkpoint survived intact
+        assert int(f.attrs["step"]) == 40
+    problem = make_toy_problem(n=64, batch_size=16)
+    kwargs = dict(steps=100, steps_per_call=10, eval_every=20, progress=False)
+    reference = sciinr.fit(
+        problem,
+        _field(jr.key(7), norm="layer"),
+        optax.adam(1e-2),
+        key=jr.key(8),
+        **kwargs,
+    )
+    resumed = sciinr.fit(
+        problem,
+        _field(jr.key(7), norm="layer"),
+        optax.adam(1e-2),
+        key=jr.key(8),
+        checkpoint=path,
+        checkpoint_every=20,
+        resume=True,
+        **kwargs,
+    )
+    _assert_trees_equal(resumed.field, reference.field)
+    for name in ("step", "loss", "mse", "rel_l2"):
+        np.testing.assert_array_equal(resumed.history[name], reference.history[name])
