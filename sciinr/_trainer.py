@@ -82,6 +82,16 @@ def _injected_hyperparams(opt_state: PyTree) -> dict[str, Array]:
     return found
 
 
+def _batch(problem, key, step, data_sharding):
+    """The batch of update `step + 1`: drawn on device, sharded on a mesh."""
+    batch = problem.sample(jr.fold_in(key, step))
+    if data_sharding is not None:
+        batch = jtu.tree_map(
+            lambda x: jax.lax.with_sharding_constraint(x, data_sharding), batch
+        )
+    return batch
+
+
 @eqx.filter_jit(donate="all-except-first")
 def _run_chunk(constants, carry, start, *, length: int):
     problem, static, optimizer, key, data_sharding = constants
@@ -92,12 +102,7 @@ def _run_chunk(constants, carry, start, *, length: int):
 
     def body(carry, i):
         params, opt_state = carry
-        step = start + i
-        batch = problem.sample(jr.fold_in(key, step))
-        if data_sharding is not None:
-            batch = jtu.tree_map(
-                lambda x: jax.lax.with_sharding_constraint(x, data_sharding), batch
-            )
+        batch = _batch(problem, key, start + i, data_sharding)
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
         # Third-party optimizers (optax's Adam bias correction: float ** int32 count)
         # are not written for `jax_numpy_dtype_promotion="strict"`; shield them so
@@ -118,9 +123,9 @@ def _run_chunk(constants, carry, start, *, length: int):
 
 
 @eqx.filter_jit
-def _next_loss(problem, field, key, step):
+def _next_loss(problem, field, key, step, data_sharding):
     """The loss terms that update `step + 1` will compute (checkpoint guard)."""
-    loss, terms = problem.loss(field, problem.sample(jr.fold_in(key, step)))
+    loss, terms = problem.loss(field, _batch(problem, key, step, data_sharding))
     return {"loss": loss, **terms}
 
 
@@ -549,7 +554,11 @@ def fit(
                 if end < steps:
                     # Only a state whose next loss is finite counts as good.
                     with precision:
-                        upcoming = _to_floats(_next_loss(problem, field, key, end))
+                        upcoming = _to_floats(
+                            _next_loss(
+                                problem, field, key, jnp.asarray(end), data_sharding
+                            )
+                        )
                     bad = [n for n, v in upcoming.items() if not math.isfinite(v)]
                     if bad:
                         term = next((n for n in bad if n != "loss"), "loss")

@@ -87,9 +87,11 @@ _TRACES: list[int] = []
 
 
 @pytest.mark.parametrize(
-    "steps, expected", [(40, 1), (45, 2)], ids=["multiple", "short-last-chunk"]
+    "steps, checkpoint, expected",
+    [(40, False, 1), (45, False, 2), (40, True, 2)],
+    ids=["multiple", "short-last-chunk", "checkpoint-guard-once"],
 )
-def test_step_traced_once_across_chunks(steps, expected):
+def test_step_traced_once_across_chunks(tmp_path, steps, checkpoint, expected):
     base = make_toy_problem(n=32)
     problem = _CountingProblem(base.coords, base.values, base.grid, None)
     _TRACES.clear()
@@ -100,8 +102,12 @@ def test_step_traced_once_across_chunks(steps, expected):
         steps=steps,
         key=jr.key(5),
         steps_per_call=10,
+        checkpoint=tmp_path / "ckpt.h5" if checkpoint else None,
+        checkpoint_every=10 if checkpoint else None,
         progress=False,
     )
+    # With checkpoints, the guard that checks the next loss before each write is
+    # traced once too, however many checkpoints are written (3 here).
     assert len(_TRACES) == expected
 
 
