@@ -7,38 +7,40 @@ the odd ones), Adam 1e-3, 500 full-batch steps (about 30 s on 2 CPU cores).
     python examples/image_regression.py --out run.h5 --plot fig.png
     python examples/image_regression.py --image astronaut --size 256 --linear dense \
         --norm batch --encoding none --steps 2000
+    python examples/image_regression.py --image photo.png --size 256
 
 Prints the final train and test PSNR. `--out` writes the HDF5 run file (read it with
 plain h5py or `sciinr.io.load_run`); `--plot` writes target | prediction | error panels
 and the PSNR curve.
 """
 
-import argparse
-import json
+import os
 import sys
 
 import jax.random as jr
 import numpy as np
 import optax
+from _cli import (
+    add_field_arguments,
+    add_training_arguments,
+    build_field,
+    eval_every,
+    parser as make_parser,
+    print_metrics,
+)
 
 import sciinr
 from problems.image import ImageRegression, IMAGES
-from sciinr.nn import (
-    ACTIVATIONS,
-    CoordinateMLP,
-    FourierFeatures,
-    PositionalEncoding,
-    Siren,
-)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def parse_args(argv=None):
+    parser = make_parser(__doc__)
     data = parser.add_argument_group("data")
-    data.add_argument("--image", default="camera", choices=sorted(IMAGES))
+    data.add_argument(
+        "--image",
+        default="camera",
+        help=f"a built-in image ({', '.join(sorted(IMAGES))}) or an image file",
+    )
     data.add_argument("--size", type=int, default=128, help="image side N")
     data.add_argument(
         "--protocol", default="tancik", choices=["fit", "tancik", "superres"]
@@ -46,78 +48,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument(
         "--batch-size", type=int, default=None, help="pixels per step (full batch)"
     )
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        default="mlp",
-        choices=["mlp", "siren"],
-        help="siren uses --width, --depth, --linear and --omega0 only (no encoding, "
-        "norm or activation choice)",
-    )
-    model.add_argument(
-        "--encoding", default="fourier", choices=["fourier", "positional", "none"]
-    )
-    model.add_argument("--features", type=int, default=256, help="Fourier features")
-    model.add_argument(
-        "--sigma",
-        type=float,
-        default=3.0,
-        help="Fourier scale: 3 suits 128^2 images (train grid 64^2); "
-        "Tancik et al. use 10 at 512^2",
-    )
-    model.add_argument("--frequencies", type=int, default=8, help="positional L")
-    model.add_argument("--linear", default="rwf", choices=["dense", "rwf"])
-    model.add_argument(
-        "--norm", default="none", choices=["none", "batch", "layer", "rms"]
-    )
-    model.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
-    model.add_argument("--width", type=int, default=256)
-    model.add_argument("--depth", type=int, default=4)
-    model.add_argument("--omega0", type=float, default=30.0, help="SIREN frequency")
-    train = parser.add_argument_group("training")
-    train.add_argument("--steps", type=int, default=500)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--steps-per-call", type=int, default=100)
-    train.add_argument("--eval-every", type=int, default=None)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--no-progress", action="store_true")
-    output = parser.add_argument_group("output")
-    output.add_argument("--out", default=None, help="HDF5 run file")
-    output.add_argument("--plot", default=None, help="figure (PNG)")
-    return parser.parse_args(argv)
-
-
-def build_field(args, in_size: int, out_size: int, key):
-    encoding_key, field_key = jr.split(key)
-    if args.model == "siren":
-        return Siren(
-            in_size,
-            out_size,
-            args.width,
-            args.depth,
-            omega0=args.omega0,
-            linear=args.linear,
-            key=field_key,
+    add_field_arguments(parser)
+    add_training_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.image not in IMAGES and not os.path.isfile(args.image):
+        parser.error(
+            f"argument --image: invalid choice: {args.image!r} is neither a built-in "
+            f"image (choose from {', '.join(sorted(IMAGES))}) nor an image file"
         )
-    if args.encoding == "fourier":
-        encoding = FourierFeatures(
-            in_size, args.features, sigma=args.sigma, key=encoding_key
-        )
-    elif args.encoding == "positional":
-        encoding = PositionalEncoding(in_size, args.frequencies, include_input=True)
-    else:
-        encoding = None
-    return CoordinateMLP(
-        in_size,
-        out_size,
-        args.width,
-        args.depth,
-        encoding=encoding,
-        activation=args.activation,
-        linear=args.linear,
-        norm=None if args.norm == "none" else args.norm,
-        key=field_key,
-    )
+    return args
 
 
 def plot(path: str, result, problem, psnr_key: str = "psnr_test") -> None:
@@ -126,12 +65,13 @@ def plot(path: str, result, problem, psnr_key: str = "psnr_test") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rendered = {k: np.asarray(v) for k, v in problem.predict(result.field).items()}
+    # The compilation `fit` made for the run file is reused here.
+    rendered = sciinr.predict(problem, result.field)
     image = np.clip(rendered["image"], 0.0, 1.0)
     target = rendered["target"]
     error = np.abs(image - target).mean(axis=-1)
     squeeze = (lambda a: a[..., 0]) if image.shape[-1] == 1 else (lambda a: a)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4), layout="constrained")
     axes[0].imshow(squeeze(target), cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("target")
     axes[1].imshow(squeeze(image), cmap="gray", vmin=0, vmax=1)
@@ -150,25 +90,19 @@ def plot(path: str, result, problem, psnr_key: str = "psnr_test") -> None:
     axes[3].set_ylabel("PSNR (dB)")
     axes[3].grid(alpha=0.3)
     axes[3].legend()
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    key = jr.key(args.seed)
-    field_key, fit_key = jr.split(key)
+    field_key, fit_key = jr.split(jr.key(args.seed))
     problem = ImageRegression(
         args.image, size=args.size, protocol=args.protocol, batch_size=args.batch_size
     )
     field = build_field(args, problem.in_size, problem.out_size, field_key)
-    steps_per_call = min(args.steps_per_call, args.steps)
-    eval_every = args.eval_every
-    if eval_every is None and args.plot:
-        eval_every = steps_per_call * max(1, args.steps // (10 * steps_per_call))
     print(
-        f"{args.image} {args.size}x{args.size} ({args.protocol}), "
+        f"{args.image} {problem.size}x{problem.size} ({args.protocol}), "
         f"{sciinr.nn.num_parameters(field):,} parameters",
         file=sys.stderr,
     )
@@ -178,15 +112,15 @@ def main(argv=None) -> int:
         optax.adam(args.lr),
         steps=args.steps,
         key=fit_key,
-        steps_per_call=steps_per_call,
-        eval_every=eval_every,
+        steps_per_call=min(args.steps_per_call, args.steps),
+        eval_every=eval_every(args),
         output=args.out,
         progress=not args.no_progress,
         config=vars(args),
     )
     if args.plot:
         plot(args.plot, result, problem)
-    print(json.dumps({k: round(v, 3) for k, v in result.metrics.items()}))
+    print_metrics(result.metrics)
     print(
         f"train PSNR {result.metrics['psnr_train']:.2f} dB, "
         f"test PSNR {result.metrics['psnr_test']:.2f} dB"

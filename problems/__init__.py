@@ -1,7 +1,7 @@
 """Built-in problems for `sciinr.fit`: what to fit (images, CT, PDEs, operators)."""
 
-from .image import (
-    ImageRegression as ImageRegression,
+from .image import ImageRegression as ImageRegression
+from .signals import (
     IMAGES as IMAGES,
     load_image as load_image,
     perlin_noise as perlin_noise,

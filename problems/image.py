@@ -1,280 +1,34 @@
 r"""2D image regression: fit a field $f_\theta: [0, 1)^2 \to \mathbb{R}^C$ to an image.
 
-Built-in signals: scikit-image's bundled images ([`problems.image.load_image`][]),
-Perlin noise of a chosen octave ([`problems.image.perlin_noise`][]) and random text
-([`problems.image.text_image`][]).
+The signals (scikit-image's bundled images, image files, Perlin noise, random text)
+live in [`problems.signals`][], shared with the other problems; they are re-exported
+here.
 """
 
-import math
-import string
-from collections.abc import Callable
+import os
 
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import skimage.data
-import skimage.transform
-import skimage.util
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 import sciinr.nn
 from sciinr import AbstractProblem
-from sciinr._checks import check_finite_array, check_positive_int, resolve_option
-from sciinr._custom_types import Scalar
+from sciinr.checks import check_finite_array, check_positive_int, resolve_option
 from sciinr.metrics import psnr
 
-
-# --------------------------------------------------------------------------------------
-# Built-in images
-# --------------------------------------------------------------------------------------
-
-
-IMAGES: dict[str, Callable[[], np.ndarray]] = {
-    "astronaut": skimage.data.astronaut,
-    "brick": skimage.data.brick,
-    "camera": skimage.data.camera,
-    "cat": skimage.data.chelsea,
-    "chelsea": skimage.data.chelsea,
-    "checkerboard": skimage.data.checkerboard,
-    "coffee": skimage.data.coffee,
-    "coins": skimage.data.coins,
-    "grass": skimage.data.grass,
-    "gravel": skimage.data.gravel,
-    "immunohistochemistry": skimage.data.immunohistochemistry,
-    "moon": skimage.data.moon,
-    "page": skimage.data.page,
-    "rocket": skimage.data.rocket,
-    "shepp_logan_phantom": skimage.data.shepp_logan_phantom,
-    "text": skimage.data.text,
-}
-"""The built-in images by name: each value loads the raw image from the files that ship
-with scikit-image (no download). `"cat"` is an alias of `"chelsea"`. Grayscale:
-`"brick"`, `"camera"`, `"checkerboard"`, `"coins"`, `"grass"`, `"gravel"`, `"moon"`,
-`"page"`, `"shepp_logan_phantom"`, `"text"`; the others are RGB."""
+from .signals import (
+    _center_crop,
+    _resize,
+    IMAGES as IMAGES,
+    load_image as load_image,
+    perlin_noise as perlin_noise,
+    text_image as text_image,
+)
 
 
-def _center_crop(image: np.ndarray) -> np.ndarray:
-    """Crop the two leading axes of `image` to a centred square."""
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return image[top : top + side, left : left + side]
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize a square float image to `size x size` (anti-aliased when shrinking)."""
-    if image.shape[0] == size:
-        return image
-    resized = skimage.transform.resize(
-        image,
-        (size, size) + image.shape[2:],
-        order=1,
-        mode="reflect",
-        anti_aliasing=size < image.shape[0],
-    )
-    return np.clip(resized, 0.0, 1.0).astype(np.float32)
-
-
-def load_image(name: str, size: int | None = None) -> np.ndarray:
-    """Load a built-in image as a square float image in `[0, 1]`.
-
-    Non-square images are centre-cropped to a square (the largest one that fits).
-
-    **Arguments:**
-
-    - `name`: one of [`problems.image.IMAGES`][] (`"camera"`, `"astronaut"`, ...).
-    - `size`: the side of the returned image; it is resized (anti-aliased when
-      shrinking, bilinear) to `size x size`. Defaults to `None`: the cropped image's
-      own side (`512` for `"camera"` and `"astronaut"`).
-
-    **Returns:**
-
-    A NumPy `float32` array in `[0, 1]`, of shape `(size, size)` for grayscale images
-    and `(size, size, 3)` for RGB ones.
-
-    **Raises:**
-
-    `ValueError` for an unknown `name` (the message lists the valid names);
-    `TypeError`/`ValueError` if `size` is not a positive int.
-    """
-    loader = resolve_option("name", name, IMAGES)
-    if size is not None:
-        size = check_positive_int("size", size)
-    image = _center_crop(skimage.util.img_as_float32(loader()))
-    image = np.clip(image, 0.0, 1.0)
-    if size is not None:
-        image = _resize(image, size)
-    return np.ascontiguousarray(image, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------------------
-# Synthetic signals
-# --------------------------------------------------------------------------------------
-
-
-def _fade(t: np.ndarray) -> np.ndarray:
-    """Perlin's quintic interpolant `6t^5 - 15t^4 + 10t^3` (C2 at the lattice)."""
-    return t * t * t * (t * (6.0 * t - 15.0) + 10.0)
-
-
-def perlin_noise(size: int, octave: int, *, key: PRNGKeyArray) -> np.ndarray:
-    r"""A square image of 2D Perlin (gradient) noise, the spectral-bias test signal.
-
-    A lattice of `octave x octave` cells covers the image; every lattice vertex $k$
-    holds a random unit gradient $g_k = (\cos\phi_k, \sin\phi_k)$,
-    $\phi_k \sim \mathcal{U}[0, 2\pi)$. At a point $p$ in a cell with corners $k$,
-
-    $$n(p) = \sum_{k \in \text{corners}} w_k(p)\, \langle g_k, p - k \rangle,$$
-
-    with bilinear weights $w_k$ in the fade $s(t) = 6t^5 - 15t^4 + 10t^3$ of the
-    position inside the cell. Pixel $(i, j)$ is sampled at the centre of its cell,
-    $p = \big((i + \tfrac12), (j + \tfrac12)\big) \cdot \text{octave} / \text{size}$, so
-    no pixel sits on the lattice (where the noise is zero) even when
-    `octave == size`. The result is rescaled to span exactly `[0, 1]`. Its energy sits
-    near `octave` cycles per image side: larger octaves are harder for
-    spectrally-biased networks.
-
-    ??? cite
-
-        [Multi-Head ReLU Implicit Neural Representation
-        Networks](https://arxiv.org/abs/2110.03448) (Aftab, Morsali and
-        Ghaemmaghami), which trains on Perlin noise of octaves 1 to 128 to show
-        spectral bias; [Perlin, Improving Noise](https://doi.org/10.1145/566654.566636)
-        for the quintic fade.
-
-        ```bibtex
-        @article{aftab2021multihead,
-          title={Multi-Head ReLU Implicit Neural Representation Networks},
-          author={Aftab, Arya and Morsali, Alireza and Ghaemmaghami, Shahrokh},
-          journal={arXiv preprint arXiv:2110.03448},
-          year={2021}
-        }
-        @article{perlin2002improving,
-          title={Improving Noise},
-          author={Perlin, Ken},
-          journal={ACM Transactions on Graphics},
-          volume={21},
-          number={3},
-          pages={681--682},
-          year={2002}
-        }
-        ```
-
-    **Arguments:**
-
-    - `size`: the image side in pixels.
-    - `octave`: the number of lattice cells per side.
-    - `key`: a JAX PRNG key; the same key gives the same image. Keyword-only.
-
-    **Returns:**
-
-    A NumPy `float32` array of shape `(size, size)` with values in `[0, 1]` (a
-    constant `0.5` only in the degenerate case `size == 1`).
-    """
-    size = check_positive_int("size", size)
-    octave = check_positive_int("octave", octave)
-    phi = np.asarray(
-        jr.uniform(key, (octave + 1, octave + 1), maxval=2 * math.pi), np.float64
-    )
-    gradients = np.stack([np.cos(phi), np.sin(phi)], axis=-1)
-    t = (np.arange(size) + 0.5) * (octave / size)
-    cell = np.minimum(np.floor(t).astype(np.int64), octave - 1)
-    frac = t - cell
-    ix, iy = cell[:, None], cell[None, :]
-    fx, fy = frac[:, None], frac[None, :]
-
-    def corner(dx: int, dy: int) -> np.ndarray:
-        g = gradients[ix + dx, iy + dy]
-        return g[..., 0] * (fx - dx) + g[..., 1] * (fy - dy)
-
-    u, v = _fade(fx), _fade(fy)
-    bottom = corner(0, 0) + u * (corner(1, 0) - corner(0, 0))
-    top = corner(0, 1) + u * (corner(1, 1) - corner(0, 1))
-    noise = bottom + v * (top - bottom)
-    low, high = noise.min(), noise.max()
-    if high - low <= 0:
-        return np.full((size, size), 0.5, np.float32)
-    return ((noise - low) / (high - low)).astype(np.float32)
-
-
-_GLYPHS = string.ascii_letters + string.digits
-
-
-def text_image(size: int, *, key: PRNGKeyArray) -> np.ndarray:
-    """A square RGB image of random text: sharp edges, high frequencies.
-
-    Like the text images of Tancik et al. (2020): eight strings of 3 to 12 random
-    letters and digits, each in a random dark colour, font size (from `size / 16` to
-    `size / 5` pixels), weight and position, drawn in DejaVu Sans (bundled with
-    matplotlib) on a white background with matplotlib's Agg renderer. Strings may run
-    off the image edge.
-
-    ??? cite
-
-        [Fourier Features Let Networks Learn High Frequency Functions in Low
-        Dimensional Domains](https://arxiv.org/abs/2006.10739)
-
-        ```bibtex
-        @inproceedings{tancik2020fourfeat,
-          title={Fourier Features Let Networks Learn High Frequency Functions in
-                 Low Dimensional Domains},
-          author={Tancik, Matthew and Srinivasan, Pratul P. and Mildenhall, Ben and
-                  Fridovich-Keil, Sara and Raghavan, Nithin and Singhal, Utkarsh and
-                  Ramamoorthi, Ravi and Barron, Jonathan T. and Ng, Ren},
-          booktitle={NeurIPS},
-          year={2020}
-        }
-        ```
-
-    **Arguments:**
-
-    - `size`: the image side in pixels.
-    - `key`: a JAX PRNG key; the same key gives the same image (with the same
-      matplotlib and FreeType versions). Keyword-only.
-
-    **Returns:**
-
-    A NumPy `float32` array of shape `(size, size, 3)` with values in `[0, 1]`.
-    """
-    size = check_positive_int("size", size)
-    n_strings, max_length = 8, 12
-    # One draw on device; everything else is derived from it on the host.
-    u = np.asarray(jr.uniform(key, (n_strings, 8 + max_length)), np.float64)
-    lengths = 3 + np.minimum(np.floor(u[:, 0] * (max_length - 2)), max_length - 3)
-    glyphs = np.minimum(np.floor(u[:, 8:] * len(_GLYPHS)), len(_GLYPHS) - 1)
-    positions = u[:, 1:3]
-    font_px = size / 16 + u[:, 3] * (size / 5 - size / 16)
-    bold = u[:, 4] < 0.5
-    colours = 0.7 * u[:, 5:8]
-
-    # One inch per image side at `size` dots per inch: exactly `size` pixels, and a
-    # font of `p` pixels is `72 p / size` points.
-    figure = Figure(figsize=(1.0, 1.0), dpi=size, facecolor="white")
-    canvas = FigureCanvasAgg(figure)
-    for n in range(n_strings):
-        text = "".join(_GLYPHS[int(g)] for g in glyphs[n, : int(lengths[n])])
-        figure.text(
-            0.9 * positions[n, 0] - 0.05,
-            0.05 + 0.9 * positions[n, 1],
-            text,
-            fontsize=72.0 * font_px[n] / size,
-            fontfamily="DejaVu Sans",
-            fontweight="bold" if bold[n] else "normal",
-            color=tuple(colours[n]),
-            verticalalignment="center",
-            usetex=False,
-            antialiased=True,
-        )
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())
-    if rgba.shape[:2] != (size, size):  # pragma: no cover - guards Agg rounding
-        raise RuntimeError(
-            f"matplotlib rendered a {rgba.shape[:2]} canvas instead of {(size, size)}."
-        )
-    return (rgba[..., :3].astype(np.float32) / 255.0).astype(np.float32)
+Scalar = Float[Array, ""]
 
 
 # --------------------------------------------------------------------------------------
@@ -291,10 +45,15 @@ _PROTOCOLS: dict[str, str] = {
 
 def _as_image(image: str | ArrayLike) -> tuple[np.ndarray, str]:
     """The source image as a square float32 `(H, H, C)` NumPy array, and its label."""
-    if isinstance(image, str):
-        resolve_option("image", image, IMAGES)
-        array = load_image(image)
-        label = repr(image)
+    if isinstance(image, str | os.PathLike):
+        if os.fspath(image) in IMAGES:
+            array = load_image(os.fspath(image))
+        else:
+            try:
+                array = load_image(image)
+            except ValueError as err:  # an unknown name: say `image`, not `name`
+                raise ValueError(str(err).replace("`name`", "`image`")) from None
+        label = repr(os.fspath(image))
     else:
         array = check_finite_array("image", image)
         label = f"of shape {array.shape}"
@@ -321,25 +80,32 @@ def _as_image(image: str | ArrayLike) -> tuple[np.ndarray, str]:
 
 
 def _grid_points(
-    image: np.ndarray, offset: int, stride: int, denominator: int
+    image: np.ndarray, offset: int, stride: int
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Pixels `image[offset::stride, offset::stride]` and their coordinates.
 
-    Pixel `(i, j)` of `image` sits at `(i / denominator, j / denominator)`. Returns
-    coordinates `(n, 2)`, values `(n, C)` (row-major) and the subgrid shape.
+    Pixel `(i, j)` of the `N x N` image sits at `(i / N, j / N)` ([`sciinr.grid`][]).
+    Returns coordinates `(n, 2)`, values `(n, C)` (row-major) and the subgrid shape.
     """
+    side = image.shape[0]
+    coords, _ = sciinr.grid((side, side))
+    coords = np.asarray(coords).reshape(side, side, 2)[offset::stride, offset::stride]
     sub = image[offset::stride, offset::stride]
     height, width = sub.shape[:2]
-    rows = (offset + stride * np.arange(height)) / denominator
-    cols = (offset + stride * np.arange(width)) / denominator
-    coords = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
-    return coords, sub.reshape(height * width, sub.shape[-1]), (height, width)
+    return (
+        coords.reshape(-1, 2),
+        sub.reshape(height * width, sub.shape[-1]),
+        (height, width),
+    )
 
 
 def _predict_values(
-    field: eqx.Module, coords: Float[Array, "n 2"], channels: int
+    field: eqx.Module,
+    coords: Float[Array, "n 2"],
+    channels: int,
+    chunk_size: int | None = None,
 ) -> Float[Array, "n c"]:
-    values = sciinr.nn.apply(field, coords)
+    values = sciinr.nn.apply(field, coords, chunk_size=chunk_size)
     if values.shape != (coords.shape[0], channels):
         raise ValueError(
             f"`field` must return {channels} value(s) per pixel (the image has "
@@ -436,21 +202,24 @@ class ImageRegression(AbstractProblem):
     train_shape: tuple[int, int] = eqx.field(static=True)
     test_shape: tuple[int, int] = eqx.field(static=True)
     batch_size: int | None = eqx.field(static=True)
+    chunk_size: int = eqx.field(static=True)
 
     def __init__(
         self,
-        image: str | ArrayLike,
+        image: str | os.PathLike | ArrayLike,
         *,
         size: int | None = None,
         protocol: str = "tancik",
         batch_size: int | None = None,
+        chunk_size: int = 65_536,
     ):
         """**Arguments:**
 
-        - `image`: a built-in name (one of [`problems.image.IMAGES`][]: `"camera"`,
-          `"astronaut"`, ...) or an array of shape `(H, W)` or `(H, W, C)` with values
-          in `[0, 1]` (NumPy or JAX; checked on the host). A non-square image is
-          centre-cropped to a square, like the built-in ones.
+        - `image`: a built-in name (one of [`problems.signals.IMAGES`][]:
+          `"camera"`, `"astronaut"`, ...), the path of an image file (read by
+          [`problems.signals.load_image`][]), or an array of shape `(H, W)` or
+          `(H, W, C)` with values in `[0, 1]` (NumPy or JAX; checked on the host). A
+          non-square image is centre-cropped to a square, like the built-in ones.
         - `size`: the image side $N$; the image is resized to $N \\times N$
           (anti-aliased when shrinking). Keyword-only. Defaults to `None`: the
           (cropped) image's own side, or half of it for `"superres"` (so that the
@@ -499,16 +268,16 @@ class ImageRegression(AbstractProblem):
 
         if protocol == "superres":
             train_image, test_image = _resize(source, n), _resize(source, 2 * n)
-            train = _grid_points(train_image, 0, 1, n)
-            test = _grid_points(test_image, 0, 1, 2 * n)
+            train = _grid_points(train_image, 0, 1)
+            test = _grid_points(test_image, 0, 1)
             target = test_image
         else:
             target = _resize(source, n)
             if protocol == "fit":
-                train = test = _grid_points(target, 0, 1, n)
+                train = test = _grid_points(target, 0, 1)
             else:
-                train = _grid_points(target, 0, 2, n)
-                test = _grid_points(target, 1, 2, n)
+                train = _grid_points(target, 0, 2)
+                test = _grid_points(target, 1, 2)
 
         n_train = train[1].shape[0]
         if batch_size is not None:
@@ -531,6 +300,7 @@ class ImageRegression(AbstractProblem):
         self.train_shape = train[2]
         self.test_shape = test[2]
         self.batch_size = batch_size
+        self.chunk_size = check_positive_int("chunk_size", chunk_size)
 
     @property
     def in_size(self) -> int:
@@ -593,7 +363,6 @@ class ImageRegression(AbstractProblem):
         )
         return mse, {"mse": mse}
 
-    @eqx.filter_jit
     def evaluate(self, field: eqx.Module) -> dict[str, Scalar]:
         """PSNRs (data range 1, unclipped predictions) on the train and test pixels.
 
@@ -611,16 +380,16 @@ class ImageRegression(AbstractProblem):
         `"fit"` the two are the same number.
         """
         field = sciinr.nn.freeze_statistics(field, self.train_coords)
-        train = _predict_values(field, self.train_coords, self.channels)
+        chunk = self.chunk_size
+        train = _predict_values(field, self.train_coords, self.channels, chunk)
         psnr_train = psnr(train, self.train_values)
         if self.protocol == "fit":
             psnr_test = psnr_train
         else:
-            test = _predict_values(field, self.test_coords, self.channels)
+            test = _predict_values(field, self.test_coords, self.channels, chunk)
             psnr_test = psnr(test, self.test_values)
         return {"psnr_train": psnr_train, "psnr_test": psnr_test}
 
-    @eqx.filter_jit
     def predict(self, field: eqx.Module) -> dict[str, Float[Array, "h w c"]]:
         """Render `field` on the evaluation grid (see `coordinates`).
 
@@ -638,22 +407,17 @@ class ImageRegression(AbstractProblem):
         """
         field = sciinr.nn.freeze_statistics(field, self.train_coords)
         height, width = self.render_shape
-        axes = self.coordinates()
-        coords = jnp.stack(
-            jnp.meshgrid(axes["x"], axes["y"], indexing="ij"), axis=-1
-        ).reshape(height * width, 2)
-        values = _predict_values(field, coords, self.channels)
+        coords, _ = sciinr.grid((height, width), dtype=self.target.dtype)
+        values = _predict_values(field, coords, self.channels, self.chunk_size)
         return {
             "image": values.reshape(height, width, self.channels),
             "target": self.target,
         }
 
-    def coordinates(self) -> dict[str, Float[Array, " _"]]:
-        """The axes of `predict`'s grid: `x = i / H` labels rows and `y = j / W`
-        columns (`H = W = N`, or `2N` for `"superres"`)."""
+    def coordinates(self) -> dict[str, Array]:
+        """The axes of `predict`'s images: `x = i / H` labels rows, `y = j / W`
+        columns (`H = W = N`, or `2N` for `"superres"`; see [`sciinr.grid`][]) and
+        `channel = 0 ... C - 1` the channels."""
         height, width = self.render_shape
-        dtype = self.target.dtype
-        return {
-            "x": jnp.arange(height, dtype=dtype) / height,
-            "y": jnp.arange(width, dtype=dtype) / width,
-        }
+        _, (x, y) = sciinr.grid((height, width), dtype=self.target.dtype)
+        return {"x": x, "y": y, "channel": jnp.arange(self.channels)}

@@ -2,12 +2,15 @@
 
 import importlib.metadata
 
-from . import io as io, metrics as metrics, nn as nn
+from . import checks as checks, io as io, metrics as metrics, nn as nn
+from ._grid import grid as grid
 from ._problem import AbstractProblem as AbstractProblem
 from ._trainer import (
+    evaluate as evaluate,
     fit as fit,
     FitResult as FitResult,
     NonFiniteLossError as NonFiniteLossError,
+    predict as predict,
 )
 
 

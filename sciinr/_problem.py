@@ -3,7 +3,7 @@
 import abc
 
 import equinox as eqx
-from jaxtyping import Array, PRNGKeyArray, PyTree
+from jaxtyping import Array, Int, PRNGKeyArray, PyTree
 
 from ._custom_types import Scalar
 
@@ -30,7 +30,24 @@ class AbstractProblem(eqx.Module):
 
     `evaluate` and `predict` should freeze batch-norm statistics on the training
     coordinates first ([`sciinr.nn.freeze_statistics`][]) so that metrics do not
-    depend on how evaluation points are chunked.
+    depend on how evaluation points are chunked, and evaluate large grids with
+    `sciinr.nn.apply(..., chunk_size=...)`.
+
+    **Problem state.** A problem may carry state from step to step (loss weights
+    balanced by gradient norms, adaptive collocation points, ...). It then overrides
+
+    - `init_state() -> state`: the initial state, a pytree of arrays;
+    - `update_state(field, batch, state, step) -> state`: called at the start of every
+      training step, before the loss, with the step's batch and the number of
+      completed updates `step` (an int32 array: use `jax.lax.cond` or `jnp.where`
+      to act every N steps);
+
+    and its `loss` takes the state as a third argument, `loss(field, batch, state)`.
+    The trainer carries the state through the scanned steps, checkpoints it and
+    restores it bit for bit, and records its scalar entries in the history, named by
+    their key paths (`{"weight": {"ic": w}}` gives the column `weight_ic`). Stateless
+    problems (`init_state()` returns `None`, the default) keep `loss(field, batch)`
+    and pay nothing for the mechanism.
     """
 
     @abc.abstractmethod
@@ -39,9 +56,12 @@ class AbstractProblem(eqx.Module):
 
     @abc.abstractmethod
     def loss(
-        self, field: eqx.Module, batch: PyTree[Array]
+        self, field: eqx.Module, batch: PyTree[Array], *state
     ) -> tuple[Scalar, dict[str, Scalar]]:
-        """The total loss of `field` on `batch`, and its named terms."""
+        """The total loss of `field` on `batch`, and its named terms.
+
+        Problems with state receive it as a third argument (see the class
+        docstring)."""
 
     @abc.abstractmethod
     def evaluate(self, field: eqx.Module) -> dict[str, Scalar]:
@@ -54,3 +74,19 @@ class AbstractProblem(eqx.Module):
     def coordinates(self) -> dict[str, Array]:
         """1-D coordinate axes of the predictions; none by default."""
         return {}
+
+    def init_state(self) -> PyTree[Array] | None:
+        """The initial problem state; `None` (stateless) by default."""
+        return None
+
+    def update_state(
+        self,
+        field: eqx.Module,
+        batch: PyTree[Array],
+        state: PyTree[Array],
+        step: Int[Array, ""],
+    ) -> PyTree[Array]:
+        """The state for the step that has completed `step` updates; by default
+        unchanged."""
+        del field, batch, step
+        return state

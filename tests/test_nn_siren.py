@@ -36,9 +36,10 @@ def test_weight_bounds(getkey, omega0):
         assert b.max() <= 1 / np.sqrt(n_in)
         if b.size >= 64:  # P(fail) < 0.5**64
             assert b.max() > 0.5 / np.sqrt(n_in)
-    # The documented draw: layer i uses `wkey, bkey, skey = split(split(key)[i], 3)`.
+    # The documented draw: layer i uses `wkey, _ = split(split(key)[i])`, then
+    # `split(wkey)` for the weight and the bias.
     for i, k in enumerate(jr.split(key, 3)):
-        wkey, bkey, _ = jr.split(k, 3)
+        wkey, bkey = jr.split(jr.split(k)[0])
         layer = siren.layers[i]
         bound = bounds[i]
         expected = jr.uniform(wkey, layer.weight.shape, minval=-bound, maxval=bound)

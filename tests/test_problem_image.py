@@ -336,7 +336,8 @@ def test_batch_norm_field_is_frozen_on_train_coords(getkey):
         train = sciinr.nn.apply(field, problem.train_coords)
         # ... but not on the test pixels.
         own = sciinr.nn.apply(field, problem.test_coords)
-        x, y = problem.coordinates().values()
+        axes = problem.coordinates()
+        x, y = axes["x"], axes["y"]
         grid = jnp.stack(jnp.meshgrid(x, y, indexing="ij"), -1).reshape(64, 2)
         return (
             sciinr.metrics.psnr(train, problem.train_values),

@@ -14,7 +14,7 @@ import pytest
 from helpers import make_toy_problem, ToyRegression
 
 import sciinr
-import sciinr._trainer as trainer_module
+import sciinr._trainer._checkpointer as trainer_module
 from sciinr.nn import CoordinateMLP, FourierFeatures
 
 
@@ -548,7 +548,7 @@ _KILL_SCRIPT = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     import jax.random as jr, optax
-    import sciinr, sciinr._trainer as trainer
+    import sciinr, sciinr._trainer._checkpointer as trainer
     from helpers import make_toy_problem
     from test_trainer import _field
 

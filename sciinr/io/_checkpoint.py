@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from jaxtyping import ArrayLike, PyTree
 
-from .._checks import check_nonnegative_int
+from ..checks import check_nonnegative_int
 from ._hdf5 import (
     _atomic_h5,
     _attr_value,

@@ -2,6 +2,7 @@
 
 from ._activation import ACTIVATIONS as ACTIVATIONS
 from ._encoding import (
+    AbstractEncoding as AbstractEncoding,
     FourierFeatures as FourierFeatures,
     PositionalEncoding as PositionalEncoding,
 )
@@ -9,13 +10,18 @@ from ._field import AbstractField as AbstractField, apply as apply, COORDS as CO
 from ._init import glorot_normal as glorot_normal
 from ._linear import (
     FactorizedLinear as FactorizedLinear,
+    glorot_init as glorot_init,
     glorot_linear as glorot_linear,
+    LINEARS as LINEARS,
+    make_linear as make_linear,
 )
 from ._mlp import CoordinateMLP as CoordinateMLP
 from ._norm import (
     CoordinateBatchNorm as CoordinateBatchNorm,
     freeze_statistics as freeze_statistics,
     has_batch_statistics as has_batch_statistics,
+    make_norm as make_norm,
+    NORMS as NORMS,
 )
 from ._siren import Siren as Siren
 from ._trainable import (

@@ -1,5 +1,7 @@
-"""Input encodings: NeRF positional encoding and Gaussian random Fourier features."""
+"""Input encodings: the `AbstractEncoding` interface, NeRF positional encoding and
+Gaussian random Fourier features."""
 
+import abc
 import math
 
 import equinox as eqx
@@ -9,11 +11,44 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_positive_int, check_real
+from ..checks import check_positive_int, check_real
 from ._trainable import NonTrainable
 
 
-class PositionalEncoding(eqx.Module):
+class AbstractEncoding(eqx.Module):
+    r"""An input encoding $\gamma: \mathbb{R}^{d} \to \mathbb{R}^{p}$ of one coordinate.
+
+    Fields ([`sciinr.nn.CoordinateMLP`][], the body of [`sciinr.nn.MultiHeadField`][],
+    ...) accept any subclass as `encoding=`: they read `in_size` to check the
+    coordinate dimension and `out_size` to size their first layer. Subclasses declare
+    both (as static fields or properties) and implement `__call__` on ONE coordinate.
+
+    !!! example
+
+        ```python
+        class Identity(sciinr.nn.AbstractEncoding):
+            in_size: int = eqx.field(static=True)
+
+            @property
+            def out_size(self):
+                return self.in_size
+
+            def __call__(self, x, *, key=None):
+                return x
+        ```
+    """
+
+    in_size: eqx.AbstractVar[int]
+    out_size: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def __call__(
+        self, x: Float[Array, " d"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " p"]:
+        """Encode one coordinate `x` of shape `(in_size,)`; returns `(out_size,)`."""
+
+
+class PositionalEncoding(AbstractEncoding):
     r"""NeRF-style positional encoding of each coordinate axis.
 
     $$\gamma(x) = \big[\sin(2^{k}\pi x), \cos(2^{k}\pi x)\big]_{k}$$
@@ -92,7 +127,7 @@ class PositionalEncoding(eqx.Module):
         return jnp.concatenate(parts)
 
 
-class FourierFeatures(eqx.Module):
+class FourierFeatures(AbstractEncoding):
     r"""Gaussian random Fourier features (Tancik et al., 2020).
 
     $$\gamma(x) = \big[\cos(2\pi B x), \sin(2\pi B x)\big], \qquad
@@ -177,19 +212,26 @@ class FourierFeatures(eqx.Module):
         return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)])
 
 
-def _check_encoding_size(in_size: int, encoding) -> int:
-    """The input size of the layers after `encoding` (checked against `in_size`)."""
+def encoding_out_size(in_size: int, encoding: AbstractEncoding | None) -> int:
+    """The input size of the layers after `encoding`, checked against `in_size`.
+
+    **Raises:**
+
+    `TypeError` if `encoding` is not an [`sciinr.nn.AbstractEncoding`][] (or `None`),
+    `ValueError` if its `in_size` differs from `in_size`.
+    """
     if encoding is None:
         return in_size
-    enc_in = getattr(encoding, "in_size", in_size)
-    if enc_in != in_size:
-        raise ValueError(
-            f"`encoding` expects inputs of size {enc_in}, but `in_size` is {in_size}."
-        )
-    out = getattr(encoding, "out_size", None)
-    if out is None:
+    if not isinstance(encoding, AbstractEncoding):
         raise TypeError(
-            "`encoding` must expose `out_size` (as every sciinr encoding does), "
-            f"got {type(encoding).__name__}."
+            "`encoding` must be a `sciinr.nn.AbstractEncoding` (e.g. "
+            "`FourierFeatures`, `PositionalEncoding`) or None, got "
+            f"{type(encoding).__name__}. To write your own, subclass "
+            "`AbstractEncoding`, which declares `in_size` and `out_size`."
         )
-    return check_positive_int("encoding.out_size", out)
+    if encoding.in_size != in_size:
+        raise ValueError(
+            f"`encoding` expects inputs of size {encoding.in_size}, but `in_size` is "
+            f"{in_size}."
+        )
+    return check_positive_int("encoding.out_size", encoding.out_size)

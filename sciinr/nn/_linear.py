@@ -1,5 +1,6 @@
 """Random weight factorization (RWF): a drop-in replacement for `eqx.nn.Linear`."""
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import equinox as eqx
@@ -7,12 +8,16 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_positive_int, check_real, resolve_option
+from ..checks import check_positive_int, check_real, resolve_option
 from ._init import glorot_normal
 
 
 Parameterization = Literal["log", "scale"]
 _PARAMETERIZATIONS = {"log": "log", "scale": "scale"}
+
+LinearKind = Literal["dense", "rwf"]
+LINEARS: dict[str, str] = {"dense": "dense", "rwf": "rwf"}
+"""The linear layer kinds accepted by `linear=`: `"dense"` and `"rwf"`."""
 
 
 def check_rwf_options(
@@ -43,6 +48,32 @@ def affine(layer: "eqx.nn.Linear | FactorizedLinear", x: Array) -> Array:
     return y
 
 
+def glorot_init(
+    key: PRNGKeyArray, shape: tuple[int, int], dtype
+) -> tuple[Float[Array, "out in"], Float[Array, " out"]]:
+    """The default initialiser of [`sciinr.nn.make_linear`][]: a Glorot-normal weight
+    of `shape = (out, in)` drawn from `key`, and a zero bias."""
+    return glorot_normal(key, shape, dtype), jnp.zeros(shape[:1], dtype)
+
+
+def _linear_from_arrays(
+    weight: Float[Array, "out in"], bias: Float[Array, " out"] | None
+) -> eqx.nn.Linear:
+    """An `eqx.nn.Linear` holding `weight` and `bias`, without drawing anything."""
+    out_features, in_features = weight.shape
+    skeleton = eqx.filter_eval_shape(
+        eqx.nn.Linear,
+        in_features,
+        out_features,
+        bias is not None,
+        weight.dtype,
+        key=jr.key(0),
+    )
+    if bias is None:
+        return eqx.tree_at(lambda l: l.weight, skeleton, weight)
+    return eqx.tree_at(lambda l: (l.weight, l.bias), skeleton, (weight, bias))
+
+
 def glorot_linear(
     in_features: int,
     out_features: int,
@@ -53,19 +84,16 @@ def glorot_linear(
 ) -> eqx.nn.Linear:
     """An `eqx.nn.Linear` with Glorot-normal weight and zero bias.
 
-    The weight is drawn from the same sub-key that [`sciinr.nn.FactorizedLinear`][]
-    uses for its effective weight, so both layers built from one `key` compute the same
-    function at initialisation.
+    The weight is drawn from `jr.split(key)[0]`, the sub-key that
+    [`sciinr.nn.FactorizedLinear`][] uses for its effective weight, so both layers
+    built from one `key` compute the same function at initialisation.
     """
     check_positive_int("in_features", in_features)
     check_positive_int("out_features", out_features)
+    dtype = jnp.result_type(float) if dtype is None else dtype
     wkey, _ = jr.split(key)
-    linear = eqx.nn.Linear(in_features, out_features, use_bias, dtype, key=wkey)
-    weight = glorot_normal(wkey, (out_features, in_features), linear.weight.dtype)
-    linear = eqx.tree_at(lambda l: l.weight, linear, weight)
-    if use_bias:
-        linear = eqx.tree_at(lambda l: l.bias, linear, jnp.zeros_like(linear.bias))
-    return linear
+    weight, bias = glorot_init(wkey, (out_features, in_features), dtype)
+    return _linear_from_arrays(weight, bias if use_bias else None)
 
 
 class FactorizedLinear(eqx.Module):
@@ -151,7 +179,7 @@ class FactorizedLinear(eqx.Module):
         dtype = jnp.result_type(float) if dtype is None else dtype
         wkey, skey = jr.split(key)
         weight = glorot_normal(wkey, (out_features, in_features), dtype)
-        s = mu + sigma * jr.normal(skey, (out_features,), dtype)
+        s = _log_scales(skey, out_features, mu, sigma, dtype)
         scale = jnp.exp(s)
         self.v = weight / scale[:, None]
         self.s = s if parameterization == "log" else None
@@ -221,18 +249,93 @@ class FactorizedLinear(eqx.Module):
                 "`linear` must map vectors to vectors; `'scalar'` sizes are not "
                 "supported."
             )
+        mu, sigma, parameterization = check_rwf_options(mu, sigma, parameterization)
         weight = linear.weight
-        out = cls(
+        _, skey = jr.split(key)
+        s = _log_scales(skey, linear.out_features, mu, sigma, weight.dtype)
+        skeleton = eqx.filter_eval_shape(
+            cls,
             linear.in_features,
             linear.out_features,
             linear.use_bias,
             weight.dtype,
-            mu=mu,
-            sigma=sigma,
             parameterization=parameterization,
-            key=key,
+            key=jr.key(0),
         )
-        out = eqx.tree_at(lambda l: l.v, out, weight / out.scale[:, None])
-        if linear.use_bias:
-            out = eqx.tree_at(lambda l: l.bias, out, linear.bias)
-        return out
+        scale = jnp.exp(s)
+        arrays = {
+            "v": weight / scale[:, None],
+            "s": s if parameterization == "log" else None,
+            "g": scale if parameterization == "scale" else None,
+            "bias": linear.bias if linear.use_bias else None,
+        }
+        names = [name for name, value in arrays.items() if value is not None]
+        return eqx.tree_at(
+            lambda l: tuple(getattr(l, name) for name in names),
+            skeleton,
+            tuple(arrays[name] for name in names),
+        )
+
+
+def _log_scales(key: PRNGKeyArray, n: int, mu: float, sigma: float, dtype) -> Array:
+    """Per-neuron log-scales `s ~ N(mu, sigma^2)`, shape `(n,)`."""
+    return mu + sigma * jr.normal(key, (n,), dtype)
+
+
+Initialiser = Callable[[PRNGKeyArray, tuple[int, int], Any], tuple[Array, Array | None]]
+
+
+def make_linear(
+    linear: LinearKind,
+    in_features: int,
+    out_features: int,
+    *,
+    init: Initialiser = glorot_init,
+    use_bias: bool = True,
+    rwf_mu: float | int = 1.0,
+    rwf_sigma: float | int = 0.1,
+    rwf_parameterization: Parameterization = "log",
+    dtype=None,
+    key: PRNGKeyArray,
+) -> eqx.nn.Linear | FactorizedLinear:
+    """Build a dense or RWF linear layer by name: the one place every field uses.
+
+    The initial (effective) weight and bias come from `init(wkey, (out, in), dtype)`
+    with `wkey, skey = jr.split(key)`; `linear="rwf"` factorizes them with log-scales
+    drawn from `skey` ([`sciinr.nn.FactorizedLinear.from_linear`][]), so the dense and
+    the RWF layer built from one `key` are the same function at initialisation. With
+    the default `init` this is exactly `glorot_linear(..., key=key)` or
+    `FactorizedLinear(..., key=key)`.
+
+    **Arguments:**
+
+    - `linear`: `"dense"` (`eqx.nn.Linear`) or `"rwf"`
+      ([`sciinr.nn.FactorizedLinear`][]).
+    - `in_features`, `out_features`: the layer sizes.
+    - `init`: the initialiser, a function `(key, (out, in), dtype) -> (weight, bias)`.
+      Keyword-only. Defaults to Glorot-normal weights and zero bias.
+    - `use_bias`: whether the layer has a bias. Keyword-only.
+    - `rwf_mu`, `rwf_sigma`, `rwf_parameterization`: the RWF options (see
+      [`sciinr.nn.FactorizedLinear`][]), used when `linear="rwf"`. Keyword-only.
+    - `dtype`: the parameter dtype; defaults to JAX's default float.
+    - `key`: a JAX PRNG key. Keyword-only.
+
+    **Raises:**
+
+    `ValueError` naming the argument for an unknown `linear` or invalid RWF options.
+    """
+    kind = resolve_option("linear", linear, LINEARS)
+    mu, sigma, parameterization = check_rwf_options(
+        rwf_mu, rwf_sigma, rwf_parameterization, prefix="rwf_"
+    )
+    check_positive_int("in_features", in_features)
+    check_positive_int("out_features", out_features)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    wkey, _ = jr.split(key)
+    weight, bias = init(wkey, (out_features, in_features), dtype)
+    dense = _linear_from_arrays(weight, bias if use_bias else None)
+    if kind == "dense":
+        return dense
+    return FactorizedLinear.from_linear(
+        dense, mu=mu, sigma=sigma, parameterization=parameterization, key=key
+    )

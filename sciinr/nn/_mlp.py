@@ -8,53 +8,28 @@ import jax
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import (
+from ..checks import (
     check_nonnegative_int,
     check_positive_int,
     resolve_callable,
     resolve_option,
 )
 from ._activation import ACTIVATIONS
-from ._encoding import _check_encoding_size
+from ._encoding import AbstractEncoding, encoding_out_size
 from ._field import AbstractField, check_point
 from ._linear import (
     affine,
     check_rwf_options,
     FactorizedLinear,
-    glorot_linear,
+    LinearKind,
+    LINEARS,
+    make_linear,
     Parameterization,
 )
 from ._norm import check_norm, make_norm
 
 
-LinearKind = Literal["dense", "rwf"]
 NormKind = Literal["batch", "layer", "rms"] | None
-_LINEARS = {"dense": "dense", "rwf": "rwf"}
-
-
-def make_linear(
-    linear: LinearKind,
-    in_features: int,
-    out_features: int,
-    *,
-    rwf_mu: float | int = 1.0,
-    rwf_sigma: float | int = 0.1,
-    rwf_parameterization: Parameterization = "log",
-    dtype=None,
-    key: PRNGKeyArray,
-) -> eqx.nn.Linear | FactorizedLinear:
-    """A Glorot-initialised dense or RWF layer; both give one function per `key`."""
-    if resolve_option("linear", linear, _LINEARS) == "rwf":
-        return FactorizedLinear(
-            in_features,
-            out_features,
-            dtype=dtype,
-            mu=rwf_mu,
-            sigma=rwf_sigma,
-            parameterization=rwf_parameterization,
-            key=key,
-        )
-    return glorot_linear(in_features, out_features, dtype=dtype, key=key)
 
 
 class CoordinateMLP(AbstractField):
@@ -64,7 +39,7 @@ class CoordinateMLP(AbstractField):
     \sigma\big]^{\text{depth}} \to \text{linear} \to \sigma_{\text{out}}$$
 
     - `encoding` $\gamma$: `None`, [`sciinr.nn.PositionalEncoding`][],
-      [`sciinr.nn.FourierFeatures`][] or any module with `in_size`/`out_size`.
+      [`sciinr.nn.FourierFeatures`][] or any [`sciinr.nn.AbstractEncoding`][].
     - `linear`: `"dense"` (Glorot-normal weights, zero bias) or `"rwf"`
       ([`sciinr.nn.FactorizedLinear`][], random weight factorization). Both draw their
       (effective) weights from the same keys, so the two choices built from one `key`
@@ -93,7 +68,7 @@ class CoordinateMLP(AbstractField):
         ```
     """
 
-    encoding: eqx.Module | None
+    encoding: AbstractEncoding | None
     layers: tuple[eqx.nn.Linear | FactorizedLinear, ...]
     norms: tuple[eqx.Module | None, ...]
     activation: Callable
@@ -112,7 +87,7 @@ class CoordinateMLP(AbstractField):
         width_size: int,
         depth: int,
         *,
-        encoding: eqx.Module | None = None,
+        encoding: AbstractEncoding | None = None,
         activation: Callable | str = jax.nn.relu,
         linear: LinearKind = "dense",
         norm: NormKind = None,
@@ -145,7 +120,7 @@ class CoordinateMLP(AbstractField):
         self.out_size = check_positive_int("out_size", out_size)
         self.width_size = check_positive_int("width_size", width_size)
         self.depth = check_nonnegative_int("depth", depth)
-        resolve_option("linear", linear, _LINEARS)
+        resolve_option("linear", linear, LINEARS)
         check_norm(norm)
         check_rwf_options(rwf_mu, rwf_sigma, rwf_parameterization, prefix="rwf_")
         self.linear = linear
@@ -157,7 +132,7 @@ class CoordinateMLP(AbstractField):
             else resolve_callable("final_activation", final_activation, ACTIVATIONS)
         )
         self.encoding = encoding
-        first = _check_encoding_size(in_size, encoding)
+        first = encoding_out_size(in_size, encoding)
         sizes = [first] + [width_size] * depth + [out_size]
         keys = jr.split(key, depth + 1)
         self.layers = tuple(

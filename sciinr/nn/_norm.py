@@ -1,18 +1,18 @@
 """Normalization over the coordinates of one signal, and freezing its statistics."""
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._checks import check_coords, check_positive_int, check_real
-from ._field import COORDS
+from ..checks import check_positive_int, check_real
+from ._field import apply, batch_size, COORDS
 from ._trainable import NonTrainable
 
 
@@ -24,19 +24,43 @@ _OUTSIDE_APPLY = (
     "`sciinr.nn.freeze_statistics(field, xs_ref)`."
 )
 
-# Stack of dicts that collect the statistics of every batch-norm layer called while
-# tracing; see `freeze_statistics`.
-_RECORDERS: list[dict[int, tuple[Array, Array]]] = []
+
+class _StatisticsProbe(eqx.Module):
+    """Zero arrays whose gradient carries a batch-norm layer's statistics out.
+
+    `freeze_statistics` puts one in the `mean` slot of every live layer; the layer
+    then passes its output through `_tap`, whose backward pass returns the layer's
+    statistics (and a call count) as the probe's cotangent, whatever the cotangent
+    of the output. Differentiating the field's output with respect to the probes thus
+    returns every layer's statistics through ordinary autodiff: no global state, and
+    it works wherever the layer is called (inside an inner `vmap` over stacked
+    layers, a `lax.scan` over layers, ...), giving stacked statistics there.
+    """
+
+    mean: Array
+    var: Array
+    count: Array
 
 
-@contextlib.contextmanager
-def _record_statistics() -> Iterator[dict[int, tuple[Array, Array]]]:
-    record: dict[int, tuple[Array, Array]] = {}
-    _RECORDERS.append(record)
-    try:
-        yield record
-    finally:
-        _RECORDERS.pop()
+@jax.custom_vjp
+def _tap(y: Array, probe: _StatisticsProbe, mean: Array, var: Array) -> Array:
+    return y
+
+
+def _tap_fwd(y, probe, mean, var):
+    return y, (mean, var)
+
+
+def _tap_bwd(residuals, cotangent):
+    mean, var = residuals
+    # `1 + 0 * mean` (not `ones_like`) is batched exactly when `mean` is, so that a
+    # vmap that sums the statistics over a batch sums the count in the same way.
+    count = 1 + 0 * mean[..., 0]
+    probe = _StatisticsProbe(mean, var, count)
+    return cotangent, probe, jnp.zeros_like(mean), jnp.zeros_like(var)
+
+
+_tap.defvjp(_tap_fwd, _tap_bwd)
 
 
 class CoordinateBatchNorm(eqx.Module):
@@ -83,7 +107,7 @@ class CoordinateBatchNorm(eqx.Module):
 
     weight: Float[Array, " c"]
     bias: Float[Array, " c"]
-    mean: NonTrainable | None
+    mean: NonTrainable | _StatisticsProbe | None
     var: NonTrainable | None
     size: int = eqx.field(static=True)
     eps: float = eqx.field(static=True)
@@ -106,7 +130,7 @@ class CoordinateBatchNorm(eqx.Module):
     @property
     def frozen(self) -> bool:
         """Whether the layer holds fixed statistics (see `freeze_statistics`)."""
-        return self.mean is not None
+        return isinstance(self.mean, NonTrainable)
 
     def __call__(
         self, x: Float[Array, " c"], *, key: PRNGKeyArray | None = None
@@ -131,7 +155,7 @@ class CoordinateBatchNorm(eqx.Module):
                 f"CoordinateBatchNorm({self.size}) expects `x` of shape "
                 f"({self.size},), got {x.shape}."
             )
-        if self.mean is not None and self.var is not None:
+        if isinstance(self.mean, NonTrainable) and isinstance(self.var, NonTrainable):
             mean, var = self.mean.value, self.var.value
         else:
             try:
@@ -139,15 +163,10 @@ class CoordinateBatchNorm(eqx.Module):
                 var = lax.pmean(jnp.square(x - mean), COORDS)
             except NameError:
                 raise ValueError(_OUTSIDE_APPLY.format(axis=COORDS)) from None
-            if _RECORDERS:
-                if id(self) in _RECORDERS[-1]:
-                    raise ValueError(
-                        "A CoordinateBatchNorm layer was called more than once in one "
-                        "evaluation of the field, so it has no single set of "
-                        "statistics to freeze. Use one layer per call site."
-                    )
-                _RECORDERS[-1][id(self)] = (mean, var)
-        return (x - mean) * lax.rsqrt(var + self.eps) * self.weight + self.bias
+        y = (x - mean) * lax.rsqrt(var + self.eps) * self.weight + self.bias
+        if isinstance(self.mean, _StatisticsProbe):
+            y = _tap(y, self.mean, mean, var)
+        return y
 
 
 def _is_live_batch_norm(x: Any) -> bool:
@@ -167,57 +186,97 @@ def has_batch_statistics(field: PyTree) -> bool:
     return bool(_live_batch_norms(field))
 
 
-# `xs` is annotated loosely on purpose; see `apply`.
-def freeze_statistics(field: PyTree, xs: Float[Array, "..."]) -> PyTree:
-    """Make a batch-norm field pointwise by fixing the statistics of `xs`.
+def freeze_statistics(field: PyTree, *inputs: PyTree[Array]) -> PyTree:
+    """Make a batch-norm field pointwise by fixing the statistics of `inputs`.
 
     Every [`sciinr.nn.CoordinateBatchNorm`][] layer of `field` is replaced by one that
-    holds the mean and variance it sees when the field is evaluated on `xs` through
-    [`sciinr.nn.apply`][] (precise-BN calibration). On `xs` itself the frozen field
-    gives the same values as the batch-statistics field; elsewhere it is an ordinary
-    pointwise function of the coordinate, so it can be evaluated on any grid, in any
+    holds the mean and variance it sees when the field is evaluated on `inputs`
+    through [`sciinr.nn.apply`][] (precise-BN calibration). On `inputs` themselves
+    the frozen field gives the same values as the batch-statistics field; elsewhere it
+    is an ordinary pointwise function, so it can be evaluated on any grid, in any
     chunks, and differentiated with respect to its input.
 
-    The stored statistics are differentiable functions of the parameters, so this can
-    be called inside a loss: the parameter gradients equal those of the
-    batch-statistics field, while derivatives with respect to coordinates become exact
-    pointwise derivatives. (Under batch statistics, `vmap(grad(u))` would
+    The stored statistics are differentiable functions of the parameters (in reverse
+    mode), so this can be called inside a loss: the parameter gradients equal those of
+    the batch-statistics field, while derivatives with respect to coordinates become
+    exact pointwise derivatives. (Under batch statistics, `vmap(grad(u))` would
     differentiate `sum_j u(x_j)`, not `u(x_i)`.)
 
-    This is one mechanism for every field type (MLP, SIREN, multi-head, DeepONet): it
-    records the statistics of each layer during one batched call. Fields without batch
-    normalization are returned unchanged.
+    This is one mechanism for every field type (MLP, SIREN, multi-head, DeepONet),
+    with no hook per class and no global state: the statistics come out of one
+    batched call as the gradient of the output with respect to zero "probe" arrays
+    placed in each layer (a `jax.custom_vjp` returns a layer's statistics as its
+    probe's cotangent). So it also works for layers called inside an inner `vmap`
+    (stacked sub-networks) or a `lax.scan` over stacked layers: their frozen
+    statistics are stacked like their weights. Fields without batch normalization
+    are returned unchanged.
 
     **Arguments:**
 
     - `field`: any field (or pytree containing fields).
-    - `xs`: the reference coordinates, shape `(n, in_size)`; usually the training
+    - `*inputs`: the reference inputs, as for [`sciinr.nn.apply`][]: for a
+      coordinate field, coordinates of shape `(n, in_size)`, usually the training
       coordinates.
 
     **Returns:**
 
     A field of the same structure whose batch-norm layers are frozen.
+
+    **Raises:**
+
+    `ValueError` if the inputs have the wrong shape, or if a batch-norm layer is not
+    called exactly once per point by the field (so that it has no single set of
+    statistics); inside `jit` the latter is a runtime error (`eqx.error_if`).
+
+    !!! warning
+
+        Differentiating *through* `freeze_statistics` works in reverse mode
+        (`jax.grad`, as every loss does) but not in forward mode (`jax.jvp` or
+        `jax.jacfwd` with respect to the parameters), because the statistics are
+        extracted with a `jax.custom_vjp`. Forward-mode derivatives of the *frozen*
+        field (with respect to its inputs) are fine.
     """
     layers = _live_batch_norms(field)
     if not layers:
         return field
-    check_coords("xs", xs, getattr(field, "in_size", None))
+    batch_size(field, inputs)
+    probed = eqx.tree_at(_live_batch_norms, field, [_with_probe(l) for l in layers])
+    spec = jtu.tree_map(_is_probe, probed, is_leaf=_is_probe)
+    probes, rest = eqx.partition(probed, spec, is_leaf=_is_probe)
 
-    def run(x):
-        with _record_statistics() as record:
-            field(x)
-        missing = [layer for layer in layers if id(layer) not in record]
-        if missing:
-            raise ValueError(
-                f"{len(missing)} CoordinateBatchNorm layer(s) of `field` were not "
-                "called directly by `field(x)` (for example, inside an inner vmap), "
-                "so their statistics cannot be frozen."
-            )
-        return [record[id(layer)] for layer in layers]
+    def total(probes):
+        out = apply(eqx.combine(probes, rest, is_leaf=_is_probe), *inputs)
+        return sum(jnp.sum(leaf) for leaf in jtu.tree_leaves(out))
 
-    stats = jax.vmap(run, axis_name=COORDS, out_axes=None)(jnp.asarray(xs))
-    frozen = [_with_statistics(layer, m, v) for layer, (m, v) in zip(layers, stats)]
+    grads = jax.grad(total)(probes)
+    found = [x for x in jtu.tree_leaves(grads, is_leaf=_is_probe) if _is_probe(x)]
+    frozen = []
+    for index, probe in enumerate(found):
+        count = probe.count
+        mean = probe.mean / count[..., None]
+        var = probe.var / count[..., None]
+        message = (
+            f"Batch-norm layer {index} of `field` was not called exactly once per "
+            "point while evaluating the field, so it has no single set of "
+            "statistics to freeze (a layer called twice, or never). Use one layer "
+            "per call site."
+        )
+        if isinstance(count, jax.core.Tracer):
+            mean = eqx.error_if(mean, jnp.any(count != 1), message)
+        elif np.any(np.asarray(count) != 1):
+            raise ValueError(message)
+        frozen.append(_with_statistics(layers[index], mean, var))
     return eqx.tree_at(_live_batch_norms, field, frozen)
+
+
+def _is_probe(x: Any) -> bool:
+    return isinstance(x, _StatisticsProbe)
+
+
+def _with_probe(layer: CoordinateBatchNorm) -> CoordinateBatchNorm:
+    zeros = jnp.zeros_like(layer.weight)
+    probe = _StatisticsProbe(zeros, zeros, zeros[..., 0])
+    return eqx.tree_at(lambda l: l.mean, layer, probe, is_leaf=lambda x: x is None)
 
 
 def _with_statistics(

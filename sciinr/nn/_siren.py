@@ -6,7 +6,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import (
+from ..checks import (
     check_nonnegative_int,
     check_positive_int,
     check_real,
@@ -14,8 +14,15 @@ from .._checks import (
 )
 from ._field import AbstractField, check_point
 from ._init import siren_bound, uniform
-from ._linear import affine, check_rwf_options, FactorizedLinear, Parameterization
-from ._mlp import _LINEARS, LinearKind
+from ._linear import (
+    affine,
+    check_rwf_options,
+    FactorizedLinear,
+    LinearKind,
+    LINEARS,
+    make_linear,
+    Parameterization,
+)
 
 
 class Siren(AbstractField):
@@ -81,38 +88,34 @@ class Siren(AbstractField):
         - `rwf_mu`, `rwf_sigma`, `rwf_parameterization`: RWF options for
           `linear="rwf"`. Keyword-only.
         - `dtype`: the parameter dtype; defaults to JAX's default float.
-        - `key`: a JAX PRNG key. Keyword-only. Layer `i` uses
-          `wkey, bkey, skey = jr.split(jr.split(key, depth + 1)[i], 3)`.
+        - `key`: a JAX PRNG key. Keyword-only. Layer `i` is built by
+          [`sciinr.nn.make_linear`][] from `jr.split(key, depth + 1)[i]`: with
+          `wkey, skey = jr.split(that key)`, the weight and bias are drawn from
+          `jr.split(wkey)` and the RWF scales from `skey`.
         """
         self.in_size = check_positive_int("in_size", in_size)
         self.out_size = check_positive_int("out_size", out_size)
         self.width_size = check_positive_int("width_size", width_size)
         self.depth = check_nonnegative_int("depth", depth)
         self.omega0 = check_real("omega0", omega0, positive=True)
-        self.linear = resolve_option("linear", linear, _LINEARS)
+        self.linear = resolve_option("linear", linear, LINEARS)
         check_rwf_options(rwf_mu, rwf_sigma, rwf_parameterization, prefix="rwf_")
-        dtype = jnp.result_type(float) if dtype is None else dtype
         sizes = [in_size] + [width_size] * depth + [out_size]
-        layers = []
-        for i, (n_in, n_out, k) in enumerate(
-            zip(sizes[:-1], sizes[1:], jr.split(key, depth + 1))
-        ):
-            wkey, bkey, skey = jr.split(k, 3)
-            bound = siren_bound(n_in, self.omega0, first=i == 0)
-            layer = eqx.nn.Linear(n_in, n_out, dtype=dtype, key=wkey)
-            weight = uniform(wkey, (n_out, n_in), bound, dtype)
-            bias = uniform(bkey, (n_out,), 1.0 / float(np.sqrt(n_in)), dtype)
-            layer = eqx.tree_at(lambda l: (l.weight, l.bias), layer, (weight, bias))
-            if self.linear == "rwf":
-                layer = FactorizedLinear.from_linear(
-                    layer,
-                    mu=rwf_mu,
-                    sigma=rwf_sigma,
-                    parameterization=rwf_parameterization,
-                    key=skey,
-                )
-            layers.append(layer)
-        self.layers = tuple(layers)
+        keys = jr.split(key, depth + 1)
+        self.layers = tuple(
+            make_linear(
+                linear,
+                n_in,
+                n_out,
+                init=_siren_init(self.omega0, first=i == 0),
+                rwf_mu=rwf_mu,
+                rwf_sigma=rwf_sigma,
+                rwf_parameterization=rwf_parameterization,
+                dtype=dtype,
+                key=k,
+            )
+            for i, (n_in, n_out, k) in enumerate(zip(sizes[:-1], sizes[1:], keys))
+        )
 
     def __call__(
         self, x: Float[Array, " d"], *, key: PRNGKeyArray | None = None
@@ -124,3 +127,17 @@ class Siren(AbstractField):
         for layer in self.layers[:-1]:
             h = jnp.sin(self.omega0 * affine(layer, h))
         return affine(self.layers[-1], h)
+
+
+def _siren_init(omega0: float, *, first: bool):
+    """SIREN's initialiser for [`sciinr.nn.make_linear`][]: uniform weight (bound
+    `siren_bound`) and PyTorch's default uniform bias, from `jr.split(key)`."""
+
+    def init(key, shape, dtype):
+        n_out, n_in = shape
+        wkey, bkey = jr.split(key)
+        weight = uniform(wkey, shape, siren_bound(n_in, omega0, first=first), dtype)
+        bias = uniform(bkey, (n_out,), 1.0 / float(np.sqrt(n_in)), dtype)
+        return weight, bias
+
+    return init

@@ -1,0 +1,130 @@
+"""What every example shares: the field flags, the field they build, training flags.
+
+Each example is a thin CLI over the API: it adds its problem's flags to the parser
+from `parser(...)`, builds its problem, and gets its field from `build_field(args,
+in_size, out_size, key)`, so that every field (Fourier features, positional
+encoding, RWF, normalization, SIREN, ...) is one flag away in every example.
+"""
+
+import argparse
+import json
+import sys
+
+import jax.random as jr
+
+from sciinr.nn import (
+    ACTIVATIONS,
+    CoordinateMLP,
+    FourierFeatures,
+    LINEARS,
+    NORMS,
+    PositionalEncoding,
+    Siren,
+)
+
+
+MODELS = ("mlp", "siren")
+ENCODINGS = ("fourier", "positional", "none")
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose description is the first paragraph of `doc`."""
+    return argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+
+def add_field_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
+    """The flags of `build_field`; `defaults` overrides their defaults by name."""
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default="mlp",
+        choices=MODELS,
+        help="siren uses --width, --depth, --linear, --norm and --omega0 (no "
+        "encoding or activation choice)",
+    )
+    model.add_argument("--encoding", default="fourier", choices=ENCODINGS)
+    model.add_argument("--features", type=int, default=256, help="Fourier features")
+    model.add_argument("--sigma", type=float, default=3.0, help="Fourier scale")
+    model.add_argument("--frequencies", type=int, default=8, help="positional L")
+    model.add_argument("--linear", default="rwf", choices=sorted(LINEARS))
+    model.add_argument("--norm", default="none", choices=["none", *sorted(NORMS)])
+    model.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
+    model.add_argument("--width", type=int, default=256)
+    model.add_argument("--depth", type=int, default=4)
+    model.add_argument("--omega0", type=float, default=30.0, help="SIREN frequency")
+    model.add_argument("--rwf-mu", type=float, default=1.0, help="RWF scale mean")
+    model.add_argument("--rwf-sigma", type=float, default=0.1, help="RWF scale std")
+    parser.set_defaults(**defaults)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
+    """`--steps --lr --steps-per-call --eval-every --seed --no-progress --out
+    --plot`; `defaults` overrides their defaults by name."""
+    train = parser.add_argument_group("training")
+    train.add_argument("--steps", type=int, default=500)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--steps-per-call", type=int, default=100)
+    train.add_argument("--eval-every", type=int, default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--no-progress", action="store_true")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", default=None, help="HDF5 run file")
+    output.add_argument("--plot", default=None, help="figure (PNG)")
+    parser.set_defaults(**defaults)
+
+
+def build_field(args: argparse.Namespace, in_size: int, out_size: int, key):
+    """The field the flags of `add_field_arguments` describe."""
+    encoding_key, field_key = jr.split(key)
+    norm = None if args.norm == "none" else args.norm
+    rwf = dict(rwf_mu=args.rwf_mu, rwf_sigma=args.rwf_sigma)
+    if args.model == "siren":
+        siren_norm = {} if norm is None else {"norm": norm}
+        return Siren(
+            in_size,
+            out_size,
+            args.width,
+            args.depth,
+            omega0=args.omega0,
+            linear=args.linear,
+            **siren_norm,
+            **rwf,
+            key=field_key,
+        )
+    if args.encoding == "fourier":
+        encoding = FourierFeatures(
+            in_size, args.features, sigma=args.sigma, key=encoding_key
+        )
+    elif args.encoding == "positional":
+        encoding = PositionalEncoding(in_size, args.frequencies, include_input=True)
+    else:
+        encoding = None
+    return CoordinateMLP(
+        in_size,
+        out_size,
+        args.width,
+        args.depth,
+        encoding=encoding,
+        activation=args.activation,
+        linear=args.linear,
+        norm=norm,
+        **rwf,
+        key=field_key,
+    )
+
+
+def eval_every(args: argparse.Namespace) -> int | None:
+    """`--eval-every`, or about ten evaluations when a figure is asked for."""
+    if args.eval_every is not None or not args.plot:
+        return args.eval_every
+    steps_per_call = min(args.steps_per_call, args.steps)
+    return steps_per_call * max(1, args.steps // (10 * steps_per_call))
+
+
+def print_metrics(metrics: dict[str, float]) -> None:
+    """The final metrics as one JSON line on stdout (what the tests read)."""
+    print(json.dumps({k: round(v, 6) for k, v in metrics.items()}))
+    sys.stdout.flush()
