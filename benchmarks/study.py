@@ -1,0 +1,256 @@
+"""The representation study's cost: a grid cell against a lone `fit`, and the grid.
+
+`examples/encoding_study.py` builds everything that repeats across cells once: the
+problem (data on device) per image, one optimizer object per learning rate, and so
+one compiled training step, evaluation and prediction per field structure, reused by
+every seed (jit caches hit when the problem and field structures repeat). This
+measures whether that holds:
+
+1. For each `--variants` model: a lone `sciinr.fit` + `sciinr.predict`, as a user
+   would run the model once (a fresh optimizer, so it compiles; twice: first in the
+   process, then warm), then the same model as cells of a grid (`encoding_study.run_grid`, seeds `0 ... --seeds - 1`): the
+   wall time of every cell (train + predict), the XLA compilations it triggered
+   (`jax.monitoring` backend-compile events) and the time to add it to the HDF5 file
+   (an atomic copy-and-rename of the growing file).
+2. `--project`: every variant of the default grid on one image, seeds 0 and 1, for
+   `--steps` steps: the run rate (seed 1, no compilation) and the one-off cost
+   (seed 0 minus seed 1), and from them the projected time of the default grid
+   (2 images x 32 variants x 3 seeds x 1000 steps).
+
+    python benchmarks/study.py                       # part 1, 1000 steps
+    python benchmarks/study.py --project --steps 200 # + the projection
+
+Prints the machine, the JAX version and the load average before and after.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import jax
+import jax.random as jr
+import numpy as np
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+import encoding_study  # noqa: E402
+import optax  # noqa: E402
+
+import sciinr  # noqa: E402
+from problems.image import ImageRegression  # noqa: E402
+
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+class Compilations:
+    """Counts XLA backend compilations (and their seconds) since the last `take`."""
+
+    def __init__(self):
+        self.count, self.seconds = 0, 0.0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event, duration, **kwargs):
+        if event == COMPILE_EVENT:
+            self.count += 1
+            self.seconds += duration
+
+    def take(self) -> tuple[int, float]:
+        out = (self.count, self.seconds)
+        self.count, self.seconds = 0, 0.0
+        return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in f if "model name" in line
+            )
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, jax {jax.__version__} "
+        f"({jax.default_backend()}), load average "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+
+
+def study_args(flags):
+    return encoding_study.parse_args(flags)
+
+
+def lone_fit(args, variant, image: str, compilations) -> dict:
+    """One model trained as a user would: its own problem and optimizer."""
+    compilations.take()
+    t0 = time.perf_counter()
+    problem = ImageRegression(image, size=args.size, protocol=args.protocol)
+    field = encoding_study.build(args, variant, problem, encoding_study.field_key(0))
+    result = sciinr.fit(
+        problem,
+        field,
+        optax.adam(args.lr),  # a fresh optimizer object: compiles, as a lone run does
+        steps=args.steps,
+        key=jr.split(jr.key(0))[1],
+        steps_per_call=min(args.steps_per_call, args.steps),
+        eval_every=args.eval_every,
+        progress=False,
+    )
+    sciinr.predict(problem, result.field)
+    wall = time.perf_counter() - t0
+    count, seconds = compilations.take()
+    return {
+        "wall": wall,
+        "compilations": count,
+        "compile_s": seconds,
+        "psnr_test": result.metrics["psnr_test"],
+    }
+
+
+def grid_cells(args, compilations) -> list[dict]:
+    """Run the grid of `args`; per cell: wall (train + predict), compilations, the
+    rest of its time (building the field, writing the file), the file size."""
+    cells = []
+    compilations.take()
+    last = [time.perf_counter()]
+
+    def log(line):
+        now = time.perf_counter()
+        count, seconds = compilations.take()
+        name = line.split()[1].rstrip(":")
+        summary = encoding_study.read_summary(args.out)
+        row = next(r for r in summary if encoding_study._row_name(r) == name)
+        cells.append(
+            {
+                "cell": name,
+                "wall": float(row["wall_time"]),
+                "total": now - last[0],
+                "compilations": count,
+                "compile_s": seconds,
+                "file_mb": os.path.getsize(args.out) / 2**20,
+                "steps_per_s": _steps_per_s(args.out, name),
+                "psnr_test": float(row["psnr_test"]),
+            }
+        )
+        last[0] = time.perf_counter()
+
+    encoding_study.run_grid(args, log=log)
+    return cells
+
+
+def _steps_per_s(path, name) -> float:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        rates = f[f"{name}/history/steps_per_s"][()]
+    return float(np.median(rates[len(rates) // 2 :]))
+
+
+def part1(flags, variants, seeds, compilations) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in variants:
+            encoding, linear, norm = name.split("-")
+            out = os.path.join(folder, f"{name}.h5")
+            args = study_args(
+                [*flags, "--images", "camera", "--encodings", encoding,
+                 "--linears", linear, "--norms", norm, "--seeds", str(seeds),
+                 "--out", out]
+            )  # fmt: skip
+            variant = encoding_study.variants(args)[0]
+            # The first fit of the process also compiles the small eager operations
+            # (key splits, optimizer init) that any first run pays; the second one,
+            # with another fresh optimizer, is the same model in a warm process.
+            lone = lone_fit(args, variant, "camera", compilations)
+            warm = lone_fit(args, variant, "camera", compilations)
+            cells = grid_cells(args, compilations)
+            rows.append({"variant": name, "lone": lone, "warm": warm, "cells": cells})
+            for label, run in (("lone fit", lone), ("lone fit, warm", warm)):
+                print(
+                    f"{name:24s} {label:15s} {run['wall']:6.1f} s "
+                    f"({run['compilations']} compilations, {run['compile_s']:.1f} s)",
+                    flush=True,
+                )
+            for cell in cells:
+                print(
+                    f"  {cell['cell']:36s} cell {cell['wall']:6.1f} s = "
+                    f"{cell['wall'] / warm['wall']:5.2f} x warm lone fit; "
+                    f"{cell['compilations']:2d} compilations ({cell['compile_s']:.1f} "
+                    f"s); file update +{cell['total'] - cell['wall']:.2f} s "
+                    f"({cell['file_mb']:.1f} MB)",
+                    flush=True,
+                )
+    return rows
+
+
+def part2(flags, compilations) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "project.h5")
+        args = study_args([*flags, "--images", "camera", "--seeds", "2", "--out", out])
+        cells = grid_cells(args, compilations)
+    by_variant = {}
+    for cell in cells:
+        variant = cell["cell"].split("/")[1]
+        by_variant.setdefault(variant, []).append(cell)
+    rows = {}
+    for variant, (first, second) in by_variant.items():
+        rate = args.steps / second["wall"]
+        rows[variant] = {
+            "run_steps_per_s": rate,
+            "one_off_s": first["wall"] - second["wall"],
+            "file_update_s": second["total"] - second["wall"],
+        }
+    # The default grid: 2 images x 3 seeds x 1000 steps for every variant.
+    projected = sum(
+        2 * (r["one_off_s"] + 3 * (1000 / r["run_steps_per_s"] + r["file_update_s"]))
+        for r in rows.values()
+    )
+    print(f"\n{'variant':24s} {'steps/s':>8s} {'one-off s':>10s} {'1000 steps s':>13s}")
+    for variant, r in rows.items():
+        print(
+            f"{variant:24s} {r['run_steps_per_s']:8.1f} {r['one_off_s']:10.1f} "
+            f"{1000 / r['run_steps_per_s']:13.1f}"
+        )
+    print(
+        f"projected default grid (192 cells, 1000 steps): {projected / 60:.0f} min",
+        flush=True,
+    )
+    return {"variants": rows, "projected_default_grid_s": projected}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--variants", default="fourier-dense-none,siren-rwf-batch", help="part 1"
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="part 1 grid seeds")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--project", action="store_true", help="run part 2")
+    parser.add_argument("--json", default=None, help="write results here")
+    args = parser.parse_args(argv)
+    flags = ["--steps", str(args.steps)]
+    compilations = Compilations()
+    before = machine()
+    print(f"# {before}", flush=True)
+    results = {"machine_before": before, "steps": args.steps}
+    results["part1"] = part1(flags, args.variants.split(","), args.seeds, compilations)
+    if args.project:
+        results["part2"] = part2(flags, compilations)
+    after = machine()
+    results["machine_after"] = after
+    print(f"# {after}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
