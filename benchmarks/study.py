@@ -8,10 +8,11 @@ measures whether that holds:
 
 1. For each `--variants` model: a lone `sciinr.fit` + `sciinr.predict`, as a user
    would run the model once (a fresh optimizer, so it compiles; twice: first in the
-   process, then warm), then the same model as cells of a grid (`encoding_study.run_grid`, seeds `0 ... --seeds - 1`): the
-   wall time of every cell (train + predict), the XLA compilations it triggered
-   (`jax.monitoring` backend-compile events) and the time to add it to the HDF5 file
-   (an atomic copy-and-rename of the growing file).
+   process, then warm), then the same model as cells of a grid
+   (`encoding_study.run_grid`, seeds `0 ... --seeds - 1`): the wall time of every
+   cell (train + predict), the XLA compilations it triggered (`jax.monitoring`
+   backend-compile events) and the time to add it to the HDF5 file (an atomic
+   copy-and-rename of the growing file).
 2. `--project`: every variant of the default grid on one image, seeds 0 and 1, for
    `--steps` steps: the run rate (seed 1, no compilation) and the one-off cost
    (seed 0 minus seed 1), and from them the projected time of the default grid
