@@ -50,7 +50,7 @@ from sciinr.nn import LINEARS
 
 
 DEFAULT_MODELS = (
-    "none-dense-none,none-dense-batch,none-rwf-none,fourier-dense-none,siren-dense-none"
+    "none-dense-none,none-rwf-none,none-dense-batch,fourier-dense-none,siren-dense-none"
 )
 
 
@@ -77,7 +77,7 @@ def parse_args(argv=None):
     data.add_argument("--models", default=DEFAULT_MODELS)
     add_model_arguments(parser)
     train = parser.add_argument_group("training (every run)")
-    train.add_argument("--steps", type=int, default=500)
+    train.add_argument("--steps", type=int, default=300)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--steps-per-call", type=int, default=100)
     train.add_argument("--seed", type=int, default=0, help="signals and models")
