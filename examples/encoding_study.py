@@ -614,34 +614,92 @@ def read_summary(path) -> np.ndarray:
         return file["summary"][()]
 
 
+def by_seed(summary: np.ndarray, image: str, variant: Variant) -> dict[int, float]:
+    """`{seed: test PSNR}` of the finished cells of one variant on one image."""
+    rows = summary[
+        (summary["image"] == image.encode())
+        & (summary["encoding"] == variant.encoding.encode())
+        & (summary["linear"] == variant.linear.encode())
+        & (summary["norm"] == variant.norm.encode())
+        & (summary["status"] == b"done")
+    ]
+    return {int(r["seed"]): float(r["psnr_test"]) for r in rows}
+
+
+def _spread(values) -> str:
+    """`mean ± std` (sample std over seeds), or the one value."""
+    values = np.asarray(list(values), float)
+    if not len(values):
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
 def table(summary: np.ndarray, args) -> str:
-    """Mean +- std over seeds of the test PSNR, per variant (rows) and image."""
-    lines = [
-        "| variant | "
-        + " | ".join(f"{im} test PSNR (dB)" for im in args.images)
-        + " |",
+    """Markdown tables of the test PSNR: per variant and image (mean ± std over
+    seeds, the rate used, failures), and the paired differences RWF - dense and
+    norm - no norm (same seed, hence the same initial function or keys)."""
+
+    def failed(image, variant) -> str:
+        rows = summary[
+            (summary["image"] == image.encode())
+            & (summary["encoding"] == variant.encoding.encode())
+            & (summary["linear"] == variant.linear.encode())
+            & (summary["norm"] == variant.norm.encode())
+        ]
+        n = int((rows["status"] == b"failed").sum())
+        rates = sorted({float(r) for r in rows["learning_rate"]})
+        lr = f" (lr {', '.join(f'{r:g}' for r in rates)})" if args.lr_sweep else ""
+        return lr + (f" ({n} failed)" if n else "")
+
+    def paired(image, a: Variant, b: Variant):
+        pa, pb = by_seed(summary, image, a), by_seed(summary, image, b)
+        return [pa[k] - pb[k] for k in sorted(pa.keys() & pb.keys())]
+
+    head = " | ".join(args.images)
+    out = [
+        "Test PSNR (dB), mean ± std over seeds:",
+        "",
+        f"| variant | {head} |",
         "|---|" + "---|" * len(args.images),
     ]
     for variant in variants(args):
-        cells = []
-        for image in args.images:
-            rows = summary[
-                (summary["image"] == image.encode())
-                & (summary["encoding"] == variant.encoding.encode())
-                & (summary["linear"] == variant.linear.encode())
-                & (summary["norm"] == variant.norm.encode())
-            ]
-            ok = rows[rows["status"] == b"done"]
-            failed = len(rows) - len(ok)
-            if len(ok):
-                text = f"{ok['psnr_test'].mean():.2f} ± {ok['psnr_test'].std():.2f}"
-            else:
-                text = "—"
-            if failed:
-                text += f" ({failed} failed)"
-            cells.append(text)
-        lines.append(f"| {variant.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells = [
+            _spread(by_seed(summary, im, variant).values()) + failed(im, variant)
+            for im in args.images
+        ]
+        out.append(f"| {variant.name} | " + " | ".join(cells) + " |")
+    if {"dense", "rwf"} <= set(args.linears):
+        out += [
+            "",
+            "RWF - dense (dB), paired by seed, mean ± std:",
+            "",
+            f"| encoding-norm | {head} |",
+            "|---|" + "---|" * len(args.images),
+        ]
+        for encoding, norm in itertools.product(args.encodings, args.norms):
+            rwf, dense = (
+                Variant(encoding, "rwf", norm),
+                Variant(encoding, "dense", norm),
+            )
+            cells = [_spread(paired(im, rwf, dense)) for im in args.images]
+            out.append(f"| {encoding}-{norm} | " + " | ".join(cells) + " |")
+    if "none" in args.norms and len(args.norms) > 1:
+        out += [
+            "",
+            "Norm - no norm (dB), paired by seed, mean ± std:",
+            "",
+            f"| variant | {head} |",
+            "|---|" + "---|" * len(args.images),
+        ]
+        for variant in variants(args):
+            if variant.norm == "none":
+                continue
+            plain = Variant(variant.encoding, variant.linear, "none")
+            cells = [_spread(paired(im, variant, plain)) for im in args.images]
+            out.append(f"| {variant.name} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def test_pixels(group: h5py.Group, protocol: str) -> tuple[np.ndarray, np.ndarray]:

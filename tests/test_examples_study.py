@@ -92,10 +92,16 @@ def test_study_writes_every_requested_cell(study):
         for row in summary:
             metrics = f[encoding_study._row_name(row)]["metrics"].attrs
             assert row["psnr_test"] == pytest.approx(metrics["psnr_test"])
+    # The tables on stdout: per variant, and the paired norm - no norm differences.
     table = [line for line in stdout.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + 4
-    row = summary[(summary["encoding"] == b"siren") & (summary["norm"] == b"batch")][0]
-    assert f"| siren-rwf-batch | {row['psnr_test']:.2f} ± 0.00 |" in stdout
+    assert table[0] == "| variant | camera |" and len(table) == 1 + 4 + 1 + 2
+    psnr = {encoding_study._row_name(r): r["psnr_test"] for r in summary}
+    batch, plain = (
+        psnr["camera/siren-rwf-batch/seed0"],
+        psnr["camera/siren-rwf-none/seed0"],
+    )
+    assert f"| siren-rwf-batch | {batch:.2f} |" in table[1:5]
+    assert f"| siren-rwf-batch | {batch - plain:.2f} |" in table[6:]
 
 
 def test_study_resumes_and_skips_finished_cells(study, tmp_path, capsys):
