@@ -30,7 +30,8 @@ attributes `status` (`done` or `failed`), `step`, `learning_rate` and `wall_time
 `/summary` is a table of every cell. A cell whose loss becomes NaN/inf is recorded as
 `failed` at its step and the grid goes on. Re-running with the same `--out` skips the
 cells already in the file (`--retry-failed` re-runs the failed ones); the file is
-updated atomically after every cell, so an interrupted study resumes where it stopped.
+updated atomically after every cell (a copy is written, then renamed), so an
+interrupted study resumes where it stopped. Run one process per `--out`.
 """
 
 import argparse
@@ -117,7 +118,8 @@ def _rates(parser, flag: str, text: str) -> list[float]:
     return list(dict.fromkeys(rates))
 
 
-def _positive(parser, args, *names) -> None:
+def check_positive(parser, args, *names) -> None:
+    """`parser.error` unless each of the flags `names` is `None` or positive."""
     for name in names:
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -152,7 +154,7 @@ def add_model_arguments(parser) -> None:
 
 def finish_model_arguments(parser, args) -> None:
     """Check the model flags and fill in the defaults that follow `--size`."""
-    _positive(parser, args, "width", "features", "sigma", "frequencies", "omega0")
+    check_positive(parser, args, "width", "features", "sigma", "frequencies", "omega0")
     if args.depth < 0:
         parser.error(f"argument --depth: must be >= 0, got {args.depth}")
     if args.activation not in ACTIVATIONS:
@@ -215,8 +217,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.encodings = _names(parser, "--encodings", args.encodings, ENCODINGS)
     args.linears = _names(parser, "--linears", args.linears, list(LINEARS))
     args.norms = _names(parser, "--norms", args.norms, NORM_NAMES)
-    _positive(parser, args, "seeds", "size", "steps", "steps_per_call")
-    _positive(parser, args, "sweep_steps", "eval_every", "lr")
+    check_positive(parser, args, "seeds", "size", "steps", "steps_per_call")
+    check_positive(parser, args, "sweep_steps", "eval_every", "lr")
     finish_model_arguments(parser, args)
     if args.lr_sweep is not None:
         args.lr_sweep = _rates(parser, "--lr-sweep", args.lr_sweep)

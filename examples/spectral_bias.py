@@ -30,11 +30,11 @@ import jax.random as jr
 import numpy as np
 from _cli import parser as make_parser
 from encoding_study import (
-    _positive,
     adam,
     add_model_arguments,
     atomic_update,
     build,
+    check_positive,
     ENCODINGS,
     field_key,
     finish_model_arguments,
@@ -95,7 +95,7 @@ def parse_args(argv=None):
         parser.error(f"argument --octaves: expected integers, got {args.octaves!r}")
     if not args.octaves or args.octaves[0] <= 0:
         parser.error("argument --octaves: expected positive integers")
-    _positive(parser, args, "size", "steps", "lr", "steps_per_call")
+    check_positive(parser, args, "size", "steps", "lr", "steps_per_call")
     finish_model_arguments(parser, args)
     args.eval_every = None
     return args
