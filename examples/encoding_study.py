@@ -519,7 +519,12 @@ def prepare(args) -> dict[str, ImageRegression]:
 
 
 def run_grid(args, problems=None, log=print) -> StudyFile:
-    """Train every missing cell of the grid; returns the study file."""
+    """Train every missing cell of the grid; returns the study file.
+
+    Seed by seed: every variant's seed 0 first, then seed 1, ..., so that an
+    interrupted study already covers every variant. The compiled steps of all
+    variants stay cached in the process, so this order compiles no more than
+    variant by variant would."""
     settings = {k: getattr(args, k) for k in CELL_SETTINGS}
     if problems is None:
         problems = prepare(args)
@@ -527,33 +532,36 @@ def run_grid(args, problems=None, log=print) -> StudyFile:
     study = StudyFile(args.out, settings)
     total = len(problems) * len(grid) * args.seeds
     done = itertools.count(1)
-    for image, problem in problems.items():
-        for variant in grid:
-            variant_path = f"{image}/{variant.name}"
-            todo = [
-                seed
-                for seed in range(args.seeds)
-                if study.to_run(cell_name(image, variant, seed), args.retry_failed)
-            ]
-            if todo and args.lr_sweep is not None and variant_path not in study.sweeps:
-                t0 = time.perf_counter()
-                rates, scores = sweep(args, problem, variant)
-                best = rates[int(np.argmax(scores))]
-                study.add_sweep(variant_path, rates, scores, best)
-                log(
-                    f"        {variant_path}: lr sweep "
-                    + ", ".join(f"{r:g} -> {s:.2f} dB" for r, s in zip(rates, scores))
-                    + f"; using {best:g} ({time.perf_counter() - t0:.1f} s)"
-                )
-            lr = args.lr if args.lr_sweep is None else study.sweeps.get(variant_path)
-            for seed in range(args.seeds):
+    for seed in range(args.seeds):
+        for image, problem in problems.items():
+            for variant in grid:
                 name = cell_name(image, variant, seed)
                 count = f"[{next(done):{len(str(total))}d}/{total}]"
-                if seed not in todo:
+                if not study.to_run(name, args.retry_failed):
                     log(f"{count} {name}: {study.status(name)} earlier, skipped")
                     continue
+                lr = args.lr
+                if args.lr_sweep is not None:
+                    lr = learning_rate(args, study, problem, image, variant, log)
                 log(run_cell(args, study, problem, image, variant, seed, lr, count))
     return study
+
+
+def learning_rate(args, study, problem, image, variant, log) -> float:
+    """The rate `--lr-sweep` chose for `variant` on `image`, sweeping it first if
+    the file does not hold it yet."""
+    path = f"{image}/{variant.name}"
+    if path not in study.sweeps:
+        t0 = time.perf_counter()
+        rates, scores = sweep(args, problem, variant)
+        best = rates[int(np.argmax(scores))]
+        study.add_sweep(path, rates, scores, best)
+        log(
+            f"        {path}: lr sweep "
+            + ", ".join(f"{r:g} -> {s:.2f} dB" for r, s in zip(rates, scores))
+            + f"; using {best:g} ({time.perf_counter() - t0:.1f} s)"
+        )
+    return study.sweeps[path]
 
 
 def run_cell(args, study, problem, image, variant, seed, lr, count) -> str:
