@@ -126,7 +126,7 @@ def apply(
     - `field`: any field, e.g. [`sciinr.nn.CoordinateMLP`][].
     - `*inputs`: the batched arguments of `field.__call__`. For a coordinate field,
       one array of coordinates of shape `(n, in_size)`; for fields of several inputs
-      (a [`sciinr.nn.DeepONet`][]'s `(u, y)`), one pytree per argument, every array
+      (a `sciinr.nn.DeepONet`'s `(u, y)`), one pytree per argument, every array
       leaf with the same leading length `n`.
     - `chunk_size`: evaluate `chunk_size` points at a time (a `jax.lax.map` over
       chunks), so that memory stays bounded for large grids; `None` evaluates all
