@@ -13,12 +13,14 @@ measures whether that holds:
    cell (train + predict), the XLA compilations it triggered (`jax.monitoring`
    backend-compile events) and the time to add it to the HDF5 file (an atomic
    copy-and-rename of the growing file).
-2. `--project`: every variant of the default grid on one image, seeds 0 and 1, for
+2. The cost of one hidden layer's elementwise functions (relu, exp, tanh, sin,
+   cos) against its matmul: what SIREN and Fourier-feature cells pay on CPU.
+3. `--project`: every variant of the default grid on one image, seeds 0 and 1, for
    `--steps` steps: the run rate (seed 1, no compilation) and the one-off cost
    (seed 0 minus seed 1), and from them the projected time of the default grid
    (2 images x 32 variants x 3 seeds x 1000 steps).
 
-    python benchmarks/study.py                       # part 1, 1000 steps
+    python benchmarks/study.py                       # parts 1 and 2, 1000 steps
     python benchmarks/study.py --project --steps 200 # + the projection
     python benchmarks/study.py --variants "" --project --steps 200  # only that
 
@@ -35,6 +37,7 @@ import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
@@ -165,7 +168,7 @@ def _steps_per_s(path, name) -> float:
     return float(np.median(rates[len(rates) // 2 :]))
 
 
-def part1(flags, variants, seeds, compilations) -> list[dict]:
+def cell_vs_lone(flags, variants, seeds, compilations) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in variants:
@@ -205,7 +208,39 @@ def part1(flags, variants, seeds, compilations) -> list[dict]:
     return rows
 
 
-def part2(flags, compilations) -> dict:
+def elementwise(repeats: int = 20) -> dict:
+    """What a SIREN or Fourier-feature step spends on transcendentals: elementwise
+    functions on a (4096, 128) float32 array (one hidden layer of a 128^2 Tancik
+    cell), against the layer's (4096, 128) x (128, 128) matmul."""
+    x = jr.normal(jr.key(0), (4096, 128)) * 10
+    w = jr.normal(jr.key(1), (128, 128))
+    cases = {
+        "matmul x @ W.T": (jax.jit(lambda a: a @ w.T), 2 * 4096 * 128 * 128),
+        "relu": (jax.jit(jax.nn.relu), None),
+        "exp": (jax.jit(jnp.exp), None),
+        "tanh": (jax.jit(jnp.tanh), None),
+        "sin": (jax.jit(jnp.sin), None),
+        "cos": (jax.jit(jnp.cos), None),
+    }
+    out = {}
+    for name, (f, flops) in cases.items():
+        f(x).block_until_ready()
+        best = np.inf
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f(x).block_until_ready()
+            best = min(best, time.perf_counter() - t)
+        out[name] = best
+        if flops:
+            rate = f"{flops / best / 1e9:7.1f} GFLOP/s"
+        else:
+            ns = best / x.size * 1e9
+            rate = f"{x.size / best / 1e9:7.2f} Gelem/s ({ns:.1f} ns/element)"
+        print(f"{name:16s} {best * 1e3:8.3f} ms  {rate}", flush=True)
+    return out
+
+
+def projection(flags, compilations) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "project.h5")
         args = study_args([*flags, "--images", "camera", "--seeds", "2", "--out", out])
@@ -244,11 +279,13 @@ def part2(flags, compilations) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--variants", default="fourier-dense-none,siren-rwf-batch", help="part 1"
+        "--variants",
+        default="fourier-dense-none,siren-rwf-batch",
+        help='part 1 ("" skips it)',
     )
-    parser.add_argument("--seeds", type=int, default=3, help="part 1 grid seeds")
+    parser.add_argument("--seeds", type=int, default=3, help="part 1: grid seeds")
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--project", action="store_true", help="run part 2")
+    parser.add_argument("--project", action="store_true", help="run part 3")
     parser.add_argument("--json", default=None, help="write results here")
     args = parser.parse_args(argv)
     flags = ["--steps", str(args.steps)]
@@ -256,11 +293,13 @@ def main(argv=None) -> int:
     before = machine()
     print(f"# {before}", flush=True)
     results = {"machine_before": before, "steps": args.steps}
+    print("\nelementwise cost on one (4096, 128) hidden layer (best of 20):")
+    results["elementwise"] = elementwise()
     variants = [v for v in args.variants.split(",") if v]
-    if variants:  # `--variants ""` skips part 1
-        results["part1"] = part1(flags, variants, args.seeds, compilations)
+    if variants:  # `--variants ""` skips it
+        results["cells"] = cell_vs_lone(flags, variants, args.seeds, compilations)
     if args.project:
-        results["part2"] = part2(flags, compilations)
+        results["projection"] = projection(flags, compilations)
     after = machine()
     results["machine_after"] = after
     print(f"# {after}")
