@@ -138,7 +138,7 @@ def grid_cells(args, compilations) -> list[dict]:
     def log(line):
         now, cpu = time.perf_counter(), cpu_seconds()
         count, seconds = compilations.take()
-        name = line.split()[1].rstrip(":")
+        name = line.split("] ", 1)[1].split(":")[0]  # "[ 3/64] <cell>: ..."
         summary = encoding_study.read_summary(args.out)
         row = next(r for r in summary if encoding_study._row_name(r) == name)
         cells.append(
