@@ -333,15 +333,15 @@ SUMMARY_DTYPE = np.dtype(
 
 
 @contextlib.contextmanager
-def atomic_update(path: pathlib.Path):
-    """Open a copy of `path` (or a new file) for writing; rename it onto `path` when
-    the block succeeds, so that `path` is never seen half-written (as
-    `sciinr.io.save_run` does for a whole run file). On an error the copy is
-    removed and `path` keeps its previous content."""
+def atomic_update(path: pathlib.Path, *, fresh: bool = False):
+    """Open a copy of `path` (a new file if it does not exist, or with `fresh`) for
+    writing; rename it onto `path` when the block succeeds, so that `path` is never
+    seen half-written (as `sciinr.io.save_run` does for a whole run file). On an
+    error the copy is removed and `path` keeps its previous content."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        existed = path.exists()
+        existed = path.exists() and not fresh
         if existed:
             shutil.copyfile(path, tmp)
         # HDF5 1.8 object headers, as `sciinr.io`: long attributes (a field's repr)

@@ -167,12 +167,10 @@ def main(argv=None) -> int:
 
 def write(args, problems, runs, psnr_test, psnr_train) -> None:
     path = pathlib.Path(args.out)
-    if path.exists():
-        path.unlink()  # a new file, written atomically
     config = {k: v for k, v in vars(args).items() if k not in ("models", "octaves")}
     config["models"] = [m.name for m in args.models]
     config["octaves"] = list(args.octaves)
-    with atomic_update(path) as file:
+    with atomic_update(path, fresh=True) as file:  # replaces any old file at once
         file.attrs["format"] = "sciinr-spectral-bias"
         for (name, octave), run in runs.items():
             group = file.create_group(f"{name}/octave{octave}")
