@@ -185,6 +185,15 @@ def test_atomic_update_leaves_the_file_as_it_was(tmp_path):
             raise RuntimeError("mid-write")
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["file.h5"]
+    # An update keeps what was there; a fresh write replaces it whole.
+    with encoding_study.atomic_update(out) as f:
+        f["b"] = np.arange(2)
+    with h5py.File(out, "r") as f:
+        assert sorted(f) == ["a", "b"]
+    with encoding_study.atomic_update(out, fresh=True) as f:
+        f["c"] = np.arange(2)
+    with h5py.File(out, "r") as f:
+        assert sorted(f) == ["c"]
 
 
 @pytest.mark.parametrize(
