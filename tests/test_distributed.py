@@ -5,6 +5,7 @@ that a hang cannot stall the suite) running `tests/distributed_worker.py`; the
 single-process references are computed here, in the test process.
 """
 
+import concurrent.futures
 import io
 import json
 import os
@@ -211,6 +212,25 @@ def _clean_env(**variables):
     return {**env, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", **variables}
 
 
+_CRASH = """
+import sys
+import sciinr.distributed
+sciinr.distributed.initialize(timeout=60)
+import jax, numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+mesh = jax.make_mesh((2,), ("d",), axis_types=(AxisType.Auto,))
+x = jax.make_array_from_callback(
+    (2, 8), NamedSharding(mesh, PartitionSpec("d")), lambda i: np.ones((1, 8))
+)
+total = jax.jit(lambda x: x.sum(0), out_shardings=NamedSharding(mesh, PartitionSpec()))
+total(x).block_until_ready()
+if jax.process_index() == 1:
+    raise RuntimeError("process 1 fails")
+for _ in range(10_000):  # process 0 waits for it in the next collective
+    total(x).block_until_ready()
+"""
+
+
 def test_bad_launches_fail_clearly_within_the_timeout():
     timeout = 8
     t0 = time.monotonic()
@@ -235,33 +255,39 @@ def test_bad_launches_fail_clearly_within_the_timeout():
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Two processes started, each told that the run has three.
-    stdout, stderr = io.StringIO(), io.StringIO()
-    status = sciinr.distributed.launch(
-        [
-            sys.executable,
-            "-c",
-            _JOIN.format(timeout=timeout, extra=", num_processes=3"),
-        ],
-        2,
-        timeout=120,
-        env=_clean_env(),
-        stdout=stdout,
-        stderr=stderr,
-    )
-    mismatched = time.monotonic() - t0
+
+    def launch(code):
+        stderr = io.StringIO()
+        status = sciinr.distributed.launch(
+            [sys.executable, "-c", code],
+            2,
+            timeout=120,
+            env=_clean_env(),
+            stdout=io.StringIO(),
+            stderr=stderr,
+        )
+        return status, stderr.getvalue(), time.monotonic() - t0
+
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        # Two processes started, each told that the run has three.
+        mismatched = pool.submit(
+            launch, _JOIN.format(timeout=timeout, extra=", num_processes=3")
+        )
+        # A process that fails after joining: the run ends, it does not hang.
+        crashed = pool.submit(launch, _CRASH)
+        status, message, seconds = mismatched.result()
+        crash_status, crash_message, crash_seconds = crashed.result()
     _, lonely_err = lonely.communicate(timeout=120)
     lonely_time = time.monotonic() - t0
     _, nowhere_err = nowhere.communicate(timeout=120)
 
     # Each waited `timeout` seconds, then exited with status 1 and an explanation
     # (instead of JAX's C++ abort later on); the rest of the time is Python start-up.
-    assert status == 1, stderr.getvalue()[-2000:]
-    message = stderr.getvalue()
+    assert status == 1, message[-2000:]
     assert "could not join the distributed run within 8 s" in message
     assert "not all 3 processes registered" in message
     assert "Check failure" not in message  # no C++ stack trace
-    assert timeout < mismatched < timeout + 60
+    assert timeout < seconds < timeout + 60
     assert lonely.returncode == 1, lonely_err[-2000:]
     assert "Process 1 of 2 could not join" in lonely_err
     assert f"nothing accepts connections at 127.0.0.1:{port}" in lonely_err
@@ -269,6 +295,11 @@ def test_bad_launches_fail_clearly_within_the_timeout():
     assert nowhere.returncode == 1
     assert "ValueError: Cannot tell how to start the distributed run" in nowhere_err
     assert "python -m sciinr.distributed" in nowhere_err
+    # The failing process exits at once (not after JAX's 5-minute shutdown wait),
+    # and process 0's collective fails as soon as its peer is gone.
+    assert crash_status == 1, crash_message[-2000:]
+    assert "[1] RuntimeError: process 1 fails" in crash_message
+    assert crash_seconds < 60
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,24 @@ def _watchdog(done: threading.Event, timeout: float, explain) -> None:
         os._exit(_EXIT_STATUS)
 
 
+def _exit_on_uncaught_exceptions() -> None:
+    """End the process right after an uncaught exception's traceback.
+
+    Otherwise the interpreter's exit runs JAX's shutdown, which waits for every other
+    process (up to 5 minutes), while those wait for this one in their next
+    collective: the whole run would hang instead of failing.
+    """
+    previous = sys.excepthook
+
+    def excepthook(kind, value, traceback):
+        previous(kind, value, traceback)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS)
+
+    sys.excepthook = excepthook
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -172,6 +190,13 @@ def initialize(
     the process writes what went wrong to stderr and exits with status 1: JAX's
     runtime cannot be interrupted from Python while it waits, and would otherwise
     abort with a C++ stack trace a little later.
+
+    Once initialized, an exception that nothing catches ends the process right
+    after its traceback (exit status 1), so that a launcher (`srun
+    --kill-on-bad-exit`, `python -m sciinr.distributed`) stops the run at once.
+    Without this, the interpreter's exit would wait up to 5 minutes for the other
+    processes (JAX's shutdown barrier), while they wait for this one in their next
+    collective.
     """
     if jax.distributed.is_initialized():
         return
@@ -230,3 +255,4 @@ def initialize(
         ) from None
     finally:
         done.set()
+    _exit_on_uncaught_exceptions()
