@@ -8,7 +8,8 @@ the odd ones), Adam 1e-3, 500 full-batch steps (about 30 s on 2 CPU cores).
     python examples/image_regression.py --image astronaut --size 256 --linear dense \
         --norm batch --encoding none --steps 2000
     python examples/image_regression.py --image photo.png --size 256
-    python -m sciinr.distributed --processes 2 examples/image_regression.py --distributed
+    python -m sciinr.distributed --processes 2 examples/image_regression.py \
+        --distributed
 
 Prints the final train and test PSNR. `--out` writes the HDF5 run file (read it with
 plain h5py or `sciinr.io.load_run`); `--plot` writes target | prediction | error panels
