@@ -42,7 +42,10 @@ class _Parser(argparse.ArgumentParser):
         if getattr(parsed, "distributed", False):
             import sciinr.distributed
 
-            sciinr.distributed.initialize()
+            try:
+                sciinr.distributed.initialize()
+            except ValueError as err:  # nothing says how to start: a usage error
+                self.error(f"argument --distributed: {err}")
         return parsed, extras
 
 

@@ -431,6 +431,27 @@ def test_cli_distributed_flag_initializes_when_parsed(cli, monkeypatch):
     assert mesh.devices.size == jax.device_count() and mesh.axis_names == ("data",)
 
 
+def test_cli_distributed_flag_without_a_launcher_is_a_usage_error(
+    cli, capsys, monkeypatch
+):
+    # What JAX says in a fresh process when nothing describes a distributed run
+    # (here JAX has computed already and would refuse for that reason instead).
+    def undetected(*args, **kwargs):
+        raise ValueError("coordinator_address should be defined.")
+
+    monkeypatch.setattr(jax.distributed, "initialize", undetected)
+    for name in ("SCIINR_COORDINATOR_ADDRESS", "SCIINR_NUM_PROCESSES"):
+        monkeypatch.delenv(name, raising=False)
+    parser = cli.parser("An example.")
+    cli.add_training_arguments(parser)
+    with pytest.raises(SystemExit) as exit:
+        parser.parse_args(["--distributed"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --distributed: Cannot tell how to start the distributed" in err
+    assert "`coordinator_address`, `num_processes`, `process_id` were not" in err
+
+
 @pytest.mark.slow
 def test_example_with_distributed_flag_matches_single_process(tmp_path):
     flags = ["--steps", "20", "--size", "16", "--width", "16", "--depth", "2",
