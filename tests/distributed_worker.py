@@ -118,6 +118,12 @@ def _main(problem, field, key, mesh, out) -> None:
         **run_kwargs(out),
     )
     print("METRICS", json.dumps(result.metrics, sort_keys=True), flush=True)
+    # The trained field is replicated over the processes: predicting with the mesh
+    # (every process takes part) and on process 0 alone (to draw a figure) agree.
+    everywhere = sciinr.predict(problem, result.field, mesh=mesh)["image"]
+    if jax.process_index() == 0:
+        alone = sciinr.predict(problem, result.field)["image"]
+        print("PREDICT", everywhere.shape, float(abs(alone - everywhere).max()))
     no_files = {k: v for k, v in run_kwargs(out).items() if "checkpoint" not in k}
 
     # The sampler of a step as the trainer compiles it: each process holds only its

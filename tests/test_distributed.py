@@ -129,6 +129,17 @@ def test_hundred_steps_match_single_process(runs, single):
     np.testing.assert_array_equal(two.history["step"], one.history["step"])
     np.testing.assert_allclose(two.history["loss"], one.history["loss"], rtol=1e-4)
     assert two.config["fit"]["processes"] == 2 and two.config["fit"]["devices"] == 2
+    # The predictions were sharded over the processes, then gathered for the file,
+    # in order.
+    problem, _, _ = setup()
+    expected = sciinr.predict(problem, one.field)
+    assert two.predictions["image"].shape == expected["image"].shape == (16, 16, 1)
+    np.testing.assert_allclose(two.predictions["image"], expected["image"], atol=1e-5)
+    np.testing.assert_array_equal(two.predictions["target"], expected["target"])
+    predict = _lines(runs["main"][1], "PREDICT")
+    assert set(predict) == {0}
+    shape, difference = predict[0].rsplit(" ", 1)
+    assert shape == "(16, 16, 1)" and float(difference) < 1e-5
 
 
 def test_only_process_zero_writes_files(runs):

@@ -109,7 +109,7 @@ def _explain_timeout(
     )
 
 
-def _watchdog(done: threading.Event, timeout: float, explain) -> None:
+def _watchdog(done: threading.Event, timeout: int | float, explain) -> None:
     if not done.wait(timeout):
         # JAX's runtime cannot be interrupted from Python while it connects (the
         # main thread is inside C++, and its own timeout aborts the process), so
