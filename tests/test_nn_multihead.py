@@ -186,20 +186,25 @@ def test_render_equals_per_point_call_on_non_square_tiling(kwargs, getkey):
     if kwargs.pop("fourier", False):
         kwargs["encoding"] = FourierFeatures(2, 8, sigma=1.0, key=getkey())
     field = _field(getkey(), **kwargs)
-    local_shape = (4, 7)  # (3, 2) tiles: an image of 12 x 14 pixels
-    rendered = _render(field, local_shape)
-    assert rendered.shape == (12, 14, 2)
-    expected = _per_point(field, _pixel_grid(12, 14), 12, 14)
-    np.testing.assert_allclose(rendered, expected, atol=2e-6, rtol=1e-5)
-    # Shifted by half a pixel (the Tancik test pixels) and by (0.25, 0.75).
-    for offset in (0.5, (0.25, 0.75)):
-        pair = (offset, offset) if np.ndim(offset) == 0 else offset
-        rendered = _render(field, local_shape, offset)
-        expected = _per_point(field, _pixel_grid(12, 14, offset=pair), 12, 14)
-        np.testing.assert_allclose(rendered, expected, atol=2e-6, rtol=1e-5)
+    # (3, 2) tiles of 4 x 7 pixels: an image of 12 x 14; unshifted, shifted by half a
+    # pixel (the Tancik test pixels) and by (0.25, 0.75).
+    offsets = [(0.0, 0.0), (0.5, 0.5), (0.25, 0.75)]
+    grids = jnp.asarray(
+        np.stack([_pixel_grid(12, 14, offset=o) for o in offsets]), jnp.float32
+    )
+
+    @eqx.filter_jit
+    def run(field):
+        rendered = [field.render((4, 7), offset=o) for o in (0.0, 0.5, (0.25, 0.75))]
+        per_point = [apply(field, xs).reshape(12, 14, 2) for xs in grids]
+        return rendered, per_point, field.render_grid((12, 14))
+
+    rendered, per_point, grid = run(field)
+    assert rendered[0].shape == (12, 14, 2)
+    for a, b in zip(rendered, per_point):
+        np.testing.assert_allclose(a, b, atol=2e-6, rtol=1e-5)
     # render_grid is render on the global grid shape.
-    grid = eqx.filter_jit(lambda f: f.render_grid((12, 14)))(field)
-    assert tree_allclose(grid, _render(field, local_shape))
+    assert tree_allclose(grid, rendered[0])
 
 
 def test_render_on_a_non_unit_domain_and_tile_order(getkey):
@@ -261,22 +266,22 @@ def test_sparse_with_alpha_equal_width_is_the_dense_function(getkey):
     assert all(sorted(row) == list(range(WIDTH)) for row in index.tolist())
     assert np.any(index != np.arange(WIDTH))
     xs = jr.uniform(getkey(), (64, 2))
-    np.testing.assert_allclose(_apply(dense, xs), _apply(sparse, xs), atol=1e-6)
-    np.testing.assert_allclose(
-        _render(dense, (4, 4)), _render(sparse, (4, 4)), atol=1e-6
-    )
-
-    # Training keeps them equal: the gradients are the same up to the permutation
-    # of each head's inputs, and Adam (elementwise) updates them alike.
     target = jnp.asarray(np.random.default_rng(1).uniform(size=(12, 8, 2)), jnp.float32)
 
     @eqx.filter_jit
-    def grads(field):
-        return eqx.filter_grad(lambda f: jnp.mean((f.render((4, 4)) - target) ** 2))(
-            field
-        )
+    def run(field):
+        def loss(f):
+            return jnp.mean((f.render((4, 4)) - target) ** 2)
 
-    g_dense, g_sparse = grads(dense), grads(sparse)
+        return apply(field, xs), field.render((4, 4)), eqx.filter_grad(loss)(field)
+
+    (a_dense, r_dense, g_dense), (a_sparse, r_sparse, g_sparse) = map(
+        run, (dense, sparse)
+    )
+    np.testing.assert_allclose(a_dense, a_sparse, atol=1e-6)
+    np.testing.assert_allclose(r_dense, r_sparse, atol=1e-6)
+    # Training keeps them equal: the gradients are the same up to the permutation
+    # of each head's inputs, and Adam (elementwise) updates them alike.
     assert tree_allclose(g_dense.body, g_sparse.body, atol=1e-7)
     np.testing.assert_allclose(g_dense.heads.s, g_sparse.heads.s, atol=1e-7)
     np.testing.assert_allclose(g_dense.heads.bias, g_sparse.heads.bias, atol=1e-7)
