@@ -168,7 +168,8 @@ def test_paper_flags_and_parameter_matching(example):
     assert args.match_parameters
     assert example.parse_args(["--paper", "--experiment", "octaves"]).octaves[-1] == 128
     assert example.parse_args(["--experiment", "cost"]).steps == 60
-    assert example.parse_args(["--experiment", "cost", "--paper"]).steps == 60
+    cost = example.parse_args(["--experiment", "cost", "--paper"])
+    assert cost.steps == 60 and cost.tiles_list == [64] and not cost.match_parameters
 
     # The authors' reference: 256^2 heads reading 32 of 256 neurons, no head bias.
     target = 256 * 3 + 3 * 256 * 257 + 32 * 256**2
