@@ -6,6 +6,7 @@ here.
 """
 
 import os
+from typing import TypeGuard
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -103,7 +104,7 @@ def _grid_points(
 _UNIT_SQUARE = ((0.0, 1.0), (0.0, 1.0))
 
 
-def _is_grid_field(field: eqx.Module) -> bool:
+def _is_grid_field(field: eqx.Module) -> TypeGuard[AbstractGridField]:
     """Whether `field` renders whole grids ([`sciinr.nn.AbstractGridField`][]), after
     checking that its domain is the unit square of the pixel coordinates."""
     if not isinstance(field, AbstractGridField):

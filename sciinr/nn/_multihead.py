@@ -554,7 +554,7 @@ class MultiHeadField(AbstractGridField):
 
     def render(
         self,
-        local_shape: Sequence[int],
+        local_shape: int | Sequence[int],
         *,
         offset: float | Sequence[float] = 0.0,
         chunk_size: int | None = None,
@@ -588,14 +588,16 @@ class MultiHeadField(AbstractGridField):
         `ValueError` naming the argument for a bad `local_shape` or `offset`.
         """
         if isinstance(local_shape, int | np.integer):
-            local_shape = (local_shape, local_shape)
-        if len(local_shape) != 2:
+            pair = (local_shape, local_shape)
+        else:
+            pair = tuple(local_shape)
+        if len(pair) != 2:
             raise ValueError(
                 f"`local_shape` must be (h, w), the pixels of one tile, got "
                 f"{local_shape!r}."
             )
-        h = check_positive_int("local_shape[0]", local_shape[0])
-        w = check_positive_int("local_shape[1]", local_shape[1])
+        h = check_positive_int("local_shape[0]", pair[0])
+        w = check_positive_int("local_shape[1]", pair[1])
         off = check_offset(offset, 2)
         weight, bias = self.head_weights()
         dtype = weight.dtype
@@ -616,7 +618,7 @@ class MultiHeadField(AbstractGridField):
 
     def render_grid(
         self,
-        shape: Sequence[int],
+        shape: int | Sequence[int],
         *,
         offset: float | Sequence[float] = 0.0,
         chunk_size: int | None = None,
@@ -629,12 +631,11 @@ class MultiHeadField(AbstractGridField):
 
         `ValueError` naming `tiles` if they do not divide `shape`.
         """
-        if isinstance(shape, int | np.integer):
-            shape = (shape, shape)
-        if len(shape) != 2:
+        pair = (shape, shape) if isinstance(shape, int | np.integer) else tuple(shape)
+        if len(pair) != 2:
             raise ValueError(f"`shape` must be (N1, N2), got {shape!r}.")
-        n1 = check_positive_int("shape[0]", shape[0])
-        n2 = check_positive_int("shape[1]", shape[1])
+        n1 = check_positive_int("shape[0]", pair[0])
+        n2 = check_positive_int("shape[1]", pair[1])
         tx, ty = self.tiles
         if n1 % tx or n2 % ty:
             raise ValueError(
