@@ -114,15 +114,25 @@ def generate(
     have, dropped = 0, 0
     for round_ in range(_MAX_ROUNDS):
         input_key, solver_key = jr.split(jr.fold_in(key, round_))
-        inputs = space.sample(input_key, n_functions - have)
+        missing = n_functions - have
+        # Replacement rounds draw a power of two (at least 256, at most the whole
+        # set), so that they reuse a few compiled shapes; extra solutions are cut.
+        n_draw = (
+            missing
+            if round_ == 0
+            else min(n_functions, max(256, 1 << (missing - 1).bit_length()))
+        )
+        inputs = space.sample(input_key, n_draw)
         if solver is None:
             kept.append({"inputs": inputs})
             have = n_functions
             break
         arrays, ok = solver(inputs, solver_key)
         ok = np.asarray(ok)
-        dropped += int((~ok).sum())
-        index = np.flatnonzero(ok)
+        index = np.flatnonzero(ok)[:missing]
+        # Blow-ups among the draws up to the last one kept (later draws are unused).
+        examined = len(ok) if len(index) < missing else int(index[-1]) + 1
+        dropped += int((~ok[:examined]).sum())
         kept.append(
             {"inputs": inputs[index], **{k: v[index] for k, v in arrays.items()}}
         )

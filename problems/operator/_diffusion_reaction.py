@@ -19,7 +19,6 @@ from ._ode import _frozen_trunk
 from ._problem import (
     _at_sensors,
     _check_common,
-    _CITE,
     _key,
     _sensors,
     _space,
@@ -30,8 +29,7 @@ from ._problem import (
 
 
 class DiffusionReaction(AbstractOperatorProblem):
-    (
-        r"""The diffusion–reaction operator: $u \mapsto s$ with
+    r"""The diffusion–reaction operator: $u \mapsto s$ with
 
     $$s_t = D\, s_{xx} + k\, s^2 + u(x), \qquad (x, t) \in [0, 1]^2,$$
 
@@ -50,8 +48,6 @@ class DiffusionReaction(AbstractOperatorProblem):
     120,000 iterations): $9.7 \times 10^{-3}$ data-driven, $5.3 \times 10^{-3}$
     physics-informed.
     """
-        + _CITE
-    )
 
     data: OperatorData
     batch_size: int = eqx.field(static=True)
@@ -86,7 +82,7 @@ class DiffusionReaction(AbstractOperatorProblem):
         chunk_size: int | None = None,
         key: PRNGKeyArray,
     ):
-        """**Arguments:**
+        r"""**Arguments:**
 
         - `diffusion`: $D \geq 0$. Keyword-only. Defaults to `0.01`.
         - `reaction`: $k$. Keyword-only. Defaults to `0.01`.
@@ -230,7 +226,7 @@ class DiffusionReaction(AbstractOperatorProblem):
             return value, diff.derivative(basis, y, 1), second
 
         values, s_t, s_xx = jax.vmap(at)(points)
-        s = jnp.einsum("fcp,qcp->fqc", coefficients, values) + field.bias
+        s = jnp.einsum("fcp,qcp->fqc", coefficients, values) + field.bias[None, None]
         ds_t = jnp.einsum("fcp,qcp->fqc", coefficients, s_t)
         ds_xx = jnp.einsum("fcp,qcp->fqc", coefficients, s_xx)
         return (

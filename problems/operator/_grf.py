@@ -207,4 +207,9 @@ def interpolate(
     weight = position - index.astype(position.dtype)
     left = jnp.take(values, index, axis=axis)
     right = jnp.take(values, index + 1, axis=axis)
+    # `take` puts the axes of `xs` at `axis`: line the weights up with them.
+    axis = axis % values.ndim
+    weight = weight.reshape(
+        (1,) * axis + weight.shape + (1,) * (values.ndim - axis - 1)
+    )
     return left + weight * (right - left)

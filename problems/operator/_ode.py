@@ -23,7 +23,6 @@ from ._grf import interpolate
 from ._problem import (
     _at_sensors,
     _check_common,
-    _CITE,
     _key,
     _sensors,
     _space,
@@ -82,7 +81,7 @@ class AbstractODEOperator(AbstractOperatorProblem):
         values, slopes = jax.vmap(lambda y: diff.derivatives(basis, y, 0, 1))(
             points
         ).swapaxes(0, 1)
-        s = jnp.einsum("fcp,qcp->fqc", coefficients, values) + field.bias
+        s = jnp.einsum("fcp,qcp->fqc", coefficients, values) + field.bias[None, None]
         ds = jnp.einsum("fcp,qcp->fqc", coefficients, slopes)
         return ds - self.rhs(s, source)
 
@@ -220,8 +219,7 @@ _ODE_ARGUMENTS = """
 
 
 class Antiderivative(AbstractODEOperator):
-    (
-        r"""The antiderivative operator: $u \mapsto s$ with $s'(x) = u(x)$, $s(0) = 0$,
+    r"""The antiderivative operator: $u \mapsto s$ with $s'(x) = u(x)$, $s(0) = 0$,
     $x \in [0, 1]$.
 
     The classic linear benchmark (Lu et al. 2021; Wang et al. 2021): input functions
@@ -229,8 +227,6 @@ class Antiderivative(AbstractODEOperator):
     Reference errors (10,000 training functions, 40,000 iterations): relative $L^2$
     $5.0 \times 10^{-3}$ data-driven, $2.5 \times 10^{-3}$ physics-informed.
     """
-        + _CITE
-    )
 
     data: OperatorData
     batch_size: int = eqx.field(static=True)
@@ -305,8 +301,7 @@ def _check_points(n_points: Any) -> int | None:
 
 
 class NonlinearODE(AbstractODEOperator):
-    (
-        r"""A nonlinear ODE operator: $u \mapsto s$ with $s'(x) = -s(x)^2 + u(x)$,
+    r"""A nonlinear ODE operator: $u \mapsto s$ with $s'(x) = -s(x)^2 + u(x)$,
     $s(0) = 0$, $x \in [0, 1]$ (Lu et al. 2021).
 
     For strongly negative inputs the solution blows up in finite time ($s' \approx
@@ -314,8 +309,6 @@ class NonlinearODE(AbstractODEOperator):
     with the defaults) are dropped and replaced, with a
     [`problems.operator.DroppedSamplesWarning`][].
     """
-        + _CITE
-    )
 
     data: OperatorData
     batch_size: int = eqx.field(static=True)
@@ -381,8 +374,7 @@ class NonlinearODE(AbstractODEOperator):
 
 
 class Pendulum(AbstractODEOperator):
-    (
-        r"""The gravity pendulum with an external force: $u \mapsto (s_1, s_2)$ with
+    r"""The gravity pendulum with an external force: $u \mapsto (s_1, s_2)$ with
 
     $$s_1'(t) = s_2(t), \qquad s_2'(t) = -k \sin s_1(t) + u(t), \qquad
     s(0) = 0, \quad t \in [0, 1]$$
@@ -391,8 +383,6 @@ class Pendulum(AbstractODEOperator):
     and the angular velocity $s_2$ (`out_size = 2`: the branch's and the trunk's
     features are split in two groups).
     """
-        + _CITE
-    )
 
     data: OperatorData
     batch_size: int = eqx.field(static=True)
@@ -456,7 +446,7 @@ class Pendulum(AbstractODEOperator):
         return 2
 
     def rhs(self, s, u):
-        """$f(s, u) = (s_2, -k \sin s_1 + u)$."""
+        r"""$f(s, u) = (s_2, -k \sin s_1 + u)$."""
         return jnp.stack([s[..., 1], -self.k * jnp.sin(s[..., 0]) + u], axis=-1)
 
 

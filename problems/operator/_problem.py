@@ -27,40 +27,6 @@ from ._grf import interpolate, KERNELS
 Scalar = Float[Array, ""]
 CacheArgument = str | os.PathLike | bool | None
 
-_CITE = """
-    ??? cite
-
-        [Learning the solution operator of parametric partial differential
-        equations with physics-informed DeepONets](https://arxiv.org/abs/2103.10974)
-        (the antiderivative and diffusion–reaction benchmarks, their protocols and
-        reference errors) and [Learning nonlinear operators via
-        DeepONet](https://arxiv.org/abs/1910.03193) (the nonlinear ODE and the
-        pendulum).
-
-        ```bibtex
-        @article{wang2021learning,
-          title={Learning the solution operator of parametric partial differential
-                 equations with physics-informed {DeepONets}},
-          author={Wang, Sifan and Wang, Hanwen and Perdikaris, Paris},
-          journal={Science Advances},
-          volume={7},
-          number={40},
-          pages={eabi8605},
-          year={2021}
-        }
-        @article{lu2021deeponet,
-          title={Learning nonlinear operators via {DeepONet} based on the universal
-                 approximation theorem of operators},
-          author={Lu, Lu and Jin, Pengzhan and Pang, Guofei and Zhang, Zhongqiang
-                  and Karniadakis, George Em},
-          journal={Nature Machine Intelligence},
-          volume={3},
-          pages={218--229},
-          year={2021}
-        }
-        ```
-"""
-
 
 class OperatorData(eqx.Module):
     """The arrays of an operator problem (on device).
@@ -131,6 +97,38 @@ class AbstractOperatorProblem(AbstractProblem):
     `targets`, `predictions` (on the evaluation grid, with one axis per grid
     dimension and a channel axis) and `errors` (the relative L2 error of every test
     function).
+
+    ??? cite
+
+        [Learning the solution operator of parametric partial differential
+        equations with physics-informed DeepONets](https://arxiv.org/abs/2103.10974)
+        (the antiderivative and diffusion–reaction benchmarks, their protocols and
+        reference errors) and [Learning nonlinear operators via
+        DeepONet](https://arxiv.org/abs/1910.03193) (the nonlinear ODE and the
+        pendulum).
+
+        ```bibtex
+        @article{wang2021learning,
+          title={Learning the solution operator of parametric partial differential
+                 equations with physics-informed {DeepONets}},
+          author={Wang, Sifan and Wang, Hanwen and Perdikaris, Paris},
+          journal={Science Advances},
+          volume={7},
+          number={40},
+          pages={eabi8605},
+          year={2021}
+        }
+        @article{lu2021deeponet,
+          title={Learning nonlinear operators via {DeepONet} based on the universal
+                 approximation theorem of operators},
+          author={Lu, Lu and Jin, Pengzhan and Pang, Guofei and Zhang, Zhongqiang
+                  and Karniadakis, George Em},
+          journal={Nature Machine Intelligence},
+          volume={3},
+          pages={218--229},
+          year={2021}
+        }
+        ```
     """
 
     data: eqx.AbstractVar[OperatorData]
@@ -263,7 +261,10 @@ class AbstractOperatorProblem(AbstractProblem):
             coefficients = field.coefficients(batch["u"])
             basis = field.basis(points.reshape(b * p, -1))
             basis = basis.reshape(b, p, field.out_size, field.n_basis)
-            pred = jnp.einsum("bcn,bpcn->bpc", coefficients, basis) + field.bias
+            pred = (
+                jnp.einsum("bcn,bpcn->bpc", coefficients, basis)
+                + field.bias[None, None]
+            )
         else:
             assert data.train_points is not None
             pred = field.aligned(batch["u"], data.train_points)

@@ -257,7 +257,7 @@ class DeepONet(eqx.Module):
         derivative with respect to $y$, contract the coefficients with the
         derivatives of the basis, without the bias.)
         """
-        return jnp.einsum("fcp,ncp->fnc", coefficients, basis) + self.bias
+        return jnp.einsum("fcp,ncp->fnc", coefficients, basis) + self.bias[None, None]
 
     def aligned(
         self,
