@@ -78,7 +78,7 @@ def test_grf_factorization_is_exact_where_cholesky_fails():
     with pytest.raises(np.linalg.LinAlgError):
         np.linalg.cholesky(kernel.astype(np.float32))
     factor = _factor("rbf", 0.2, 1.0, x.tobytes())
-    assert factor.shape[0] < 60  # a few dozen modes carry the whole field
+    assert factor.shape[0] < 30  # 16 modes; the rest is round-off
     np.testing.assert_allclose(factor.T @ factor, kernel, atol=1e-9)
 
 

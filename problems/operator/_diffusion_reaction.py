@@ -50,7 +50,7 @@ class DiffusionReaction(AbstractOperatorProblem):
     """
 
     data: OperatorData
-    batch_size: int = eqx.field(static=True)
+    batch_size: int | None = eqx.field(static=True)
     n_collocation: int = eqx.field(static=True)
     n_boundary: int = eqx.field(static=True)
     physics: bool = eqx.field(static=True)
@@ -75,7 +75,7 @@ class DiffusionReaction(AbstractOperatorProblem):
         n_test: int = 100,
         n_points: int = 100,
         physics: bool = False,
-        batch_size: int = 100,
+        batch_size: int | None = 100,
         n_collocation: int = 100,
         n_boundary: int = 300,
         cache: CacheArgument = True,

@@ -200,7 +200,7 @@ _ODE_ARGUMENTS = """
         - `batch_size`: the number of training functions per step (each with all its
           query points, or with `n_collocation` collocation points). Keyword-only.
           Defaults to `100` (with 100 points, the 10,000 pairs per step of the
-          papers).
+          papers); `None` trains on all functions in every step (full batch).
         - `n_collocation`: collocation points per step (physics-informed), shared by
           the batch's functions. Keyword-only. Defaults to `100`.
         - `cache`: the folder of the dataset cache; `True` (default) uses the
@@ -229,7 +229,7 @@ class Antiderivative(AbstractODEOperator):
     """
 
     data: OperatorData
-    batch_size: int = eqx.field(static=True)
+    batch_size: int | None = eqx.field(static=True)
     n_collocation: int = eqx.field(static=True)
     physics: bool = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
@@ -248,7 +248,7 @@ class Antiderivative(AbstractODEOperator):
         n_test: int = 1_000,
         n_points: int | None = None,
         physics: bool = False,
-        batch_size: int = 100,
+        batch_size: int | None = 100,
         n_collocation: int = 100,
         cache: CacheArgument = True,
         chunk_size: int | None = None,
@@ -311,7 +311,7 @@ class NonlinearODE(AbstractODEOperator):
     """
 
     data: OperatorData
-    batch_size: int = eqx.field(static=True)
+    batch_size: int | None = eqx.field(static=True)
     n_collocation: int = eqx.field(static=True)
     physics: bool = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
@@ -330,7 +330,7 @@ class NonlinearODE(AbstractODEOperator):
         n_test: int = 1_000,
         n_points: int | None = None,
         physics: bool = False,
-        batch_size: int = 100,
+        batch_size: int | None = 100,
         n_collocation: int = 100,
         cache: CacheArgument = True,
         chunk_size: int | None = None,
@@ -385,7 +385,7 @@ class Pendulum(AbstractODEOperator):
     """
 
     data: OperatorData
-    batch_size: int = eqx.field(static=True)
+    batch_size: int | None = eqx.field(static=True)
     n_collocation: int = eqx.field(static=True)
     physics: bool = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
@@ -406,7 +406,7 @@ class Pendulum(AbstractODEOperator):
         n_test: int = 1_000,
         n_points: int | None = None,
         physics: bool = False,
-        batch_size: int = 100,
+        batch_size: int | None = 100,
         n_collocation: int = 100,
         cache: CacheArgument = True,
         chunk_size: int | None = None,

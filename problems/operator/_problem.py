@@ -75,7 +75,8 @@ class AbstractOperatorProblem(AbstractProblem):
     [`sciinr.nn.DeepONet`][] whose branch takes the `n_sensors` sensor values.
 
     **Training batches** (`sample`) are `batch_size` training functions drawn
-    uniformly with replacement on device, each with all of its query points:
+    uniformly with replacement on device (or all of them, in order, for
+    `batch_size=None`: full-batch training), each with all of its query points:
 
     - data-driven, aligned query points (the ODE operators: every function has its
       target at the same points): the DeepONet's aligned layout, the branch once per
@@ -132,7 +133,7 @@ class AbstractOperatorProblem(AbstractProblem):
     """
 
     data: eqx.AbstractVar[OperatorData]
-    batch_size: eqx.AbstractVar[int]
+    batch_size: eqx.AbstractVar[int | None]
     n_collocation: eqx.AbstractVar[int]
     physics: eqx.AbstractVar[bool]
     chunk_size: eqx.AbstractVar[int | None]
@@ -220,7 +221,11 @@ class AbstractOperatorProblem(AbstractProblem):
         """
         index_key, physics_key = jr.split(key)
         data = self.data
-        index = jr.randint(index_key, (self.batch_size,), 0, data.train_u.shape[0])
+        n = data.train_u.shape[0]
+        if self.batch_size is None:  # full batch: no gather
+            index = slice(None)
+        else:
+            index = jr.randint(index_key, (self.batch_size,), 0, n)
         batch = {"u": data.train_u[index]}
         if self.physics:
             assert data.train_inputs is not None
@@ -339,7 +344,9 @@ def _check_common(
         "refine": check_positive_int("refine", refine),
         "n_train": check_positive_int("n_train", n_train),
         "n_test": check_positive_int("n_test", n_test),
-        "batch_size": check_positive_int("batch_size", batch_size),
+        "batch_size": (
+            None if batch_size is None else check_positive_int("batch_size", batch_size)
+        ),
         "n_collocation": check_positive_int("n_collocation", n_collocation),
     }
     resolve_option("kernel", kernel, KERNELS)
