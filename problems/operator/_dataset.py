@@ -18,7 +18,7 @@ from ._grf import gaussian_random_field
 from ._solvers import BLOWUP
 
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Part of every cache key: bump it when a change alters generated data."""
 
 _MAX_ROUNDS = 20
@@ -152,7 +152,8 @@ def generate(
     if dropped:
         warnings.warn(
             f"{name}: the solver blew up for {dropped} sampled input function(s) "
-            f"(non-finite values or |s| > {BLOWUP:g}); they were dropped and replaced "
+            f"(non-finite values or |s| > {BLOWUP:g} (1 + max |u|)); they were dropped "
+            "and replaced "
             f"by fresh draws, so the dataset still has {n_functions} functions.",
             DroppedSamplesWarning,
             stacklevel=3,
