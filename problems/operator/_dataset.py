@@ -83,13 +83,15 @@ def generate(
     key: PRNGKeyArray,
     solver: Solver | None,
     cache: pathlib.Path | None,
+    stacklevel: int = 3,
 ) -> Dataset:
     """Draw `n_functions` input functions and solve for their targets, or read them
     from the cache.
 
     Functions whose solve blows up are dropped and replaced by fresh draws (round
     `r` draws from `jr.fold_in(key, r)`), and their number is reported with a
-    `DroppedSamplesWarning`. `solver=None` draws input functions only (the
+    `DroppedSamplesWarning` (attributed `stacklevel` frames up: the user's call of
+    the problem's constructor). `solver=None` draws input functions only (the
     physics-informed training set).
     """
     dtype = jnp.result_type(float)
@@ -156,7 +158,7 @@ def generate(
             "and replaced "
             f"by fresh draws, so the dataset still has {n_functions} functions.",
             DroppedSamplesWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if path is not None:
         _cache.store(path, parameters, arrays, {"dropped": dropped})

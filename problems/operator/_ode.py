@@ -152,6 +152,7 @@ def _ode_problem(
         train_key,
         None if physics else solver,
         folder,
+        stacklevel=4,
     )
     test = generate(
         name,
@@ -161,6 +162,7 @@ def _ode_problem(
         test_key,
         solver,
         folder,
+        stacklevel=4,
     )
     dtype = jnp.result_type(float)
     grid = jnp.asarray(points[:, None], dtype)

@@ -96,7 +96,7 @@ def solve(
       the functions on its leading axis.
     - `y0`: the initial states, shape `(F, *state)`.
     - `args`: the functions' data, with the functions on `batch_axis`.
-    - `scale`: each function's input magnitude $\max |u|$, for the blow-up bound.
+    - `scale`: each function's input magnitude $\\max |u|$, for the blow-up bound.
     - `steps`: the increasing step times (the first is $t_0$, the last $t_1$).
     - `save`: the increasing times at which to save the solution, in $[t_0, t_1]$.
     - `batch_axis`: the axis of `args` that indexes the functions.
