@@ -65,17 +65,6 @@ def test_deeponet_example_end_to_end(tmp_path):
         assert abs(errors.mean() - metrics["rel_l2"]) < 1e-5
 
 
-def test_deeponet_example_physics_informed_pde(tmp_path):
-    proc = _run(
-        tmp_path, *TINY, "--operator", "diffusion_reaction", "--physics",
-        "--n-collocation", "16", "--cache", "none",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads(proc.stdout.splitlines()[0])
-    assert np.isfinite(metrics["rel_l2"])
-    assert not (tmp_path / "xdg" / "sciinr").exists()  # `--cache none`
-
-
 def test_deeponet_example_rejects_unknown_operators(tmp_path):
     proc = _run(tmp_path, "--operator", "burgers")
     assert proc.returncode == 2

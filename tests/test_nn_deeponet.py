@@ -13,6 +13,12 @@ import sciinr.nn as snn
 
 
 M, D, P = 12, 2, 8  # sensors, query dimension, basis functions per output
+
+# Jitted once per network structure: cheaper than op-by-op dispatch.
+jit_aligned = eqx.filter_jit(lambda onet, us, ys, **kw: onet.aligned(us, ys, **kw))
+jit_apply = eqx.filter_jit(snn.apply)
+jit_freeze_aligned = eqx.filter_jit(lambda onet, us, ys: onet.freeze_aligned(us, ys))
+jit_freeze_pairs = eqx.filter_jit(snn.freeze_statistics)
 F, N = 5, 7  # functions, points
 
 
@@ -71,14 +77,14 @@ def test_call_is_the_split_inner_product(getkey, out_size, linear):
 def test_aligned_equals_per_pair(getkey, out_size, linear):
     onet = _onet(getkey(), out_size=out_size, linear=linear, fourier=True)
     us, ys = _data(getkey())
-    aligned = onet.aligned(us, ys)
+    aligned = jit_aligned(onet, us, ys)
     assert aligned.shape == (F, N, out_size)
-    pairs = snn.apply(onet, *_pairs(us, ys)).reshape(F, N, out_size)
+    pairs = jit_apply(onet, *_pairs(us, ys)).reshape(F, N, out_size)
     np.testing.assert_allclose(aligned, pairs, rtol=1e-5, atol=1e-6)
     # One pair by hand.
     np.testing.assert_allclose(aligned[3, 5], onet(us[3], ys[5]), rtol=1e-5)
     # In chunks (bounded memory): the same values.
-    chunked = onet.aligned(us, ys, chunk_size=3)
+    chunked = jit_aligned(onet, us, ys, chunk_size=3)
     np.testing.assert_allclose(chunked, aligned, rtol=1e-5, atol=1e-6)
 
 
@@ -88,27 +94,29 @@ def test_batch_statistics_over_functions_and_points(getkey):
     are the same (each function appears N times, each point F times)."""
     onet = _onet(getkey(), norm="batch")
     us, ys = _data(getkey())
-    aligned = onet.aligned(us, ys)
-    pairs = snn.apply(onet, *_pairs(us, ys)).reshape(F, N, 1)
+    aligned = jit_aligned(onet, us, ys)
+    pairs = jit_apply(onet, *_pairs(us, ys)).reshape(F, N, 1)
     np.testing.assert_allclose(aligned, pairs, rtol=1e-4, atol=1e-5)
     # The statistics really are batch statistics: another set of functions changes
     # the values at the same (function, point).
-    other = onet.aligned(jnp.concatenate([us, 3 + us]), ys)[:F]
+    other = jit_aligned(onet, jnp.concatenate([us, 3 + us]), ys)[:F]
     assert not np.allclose(other, aligned, atol=1e-3)
     # Freezing in the aligned layout = freezing over all pairs; the frozen network
     # reproduces the batch-statistics values on its reference set.
-    frozen = onet.freeze_aligned(us, ys)
-    frozen_pairs = snn.freeze_statistics(onet, *_pairs(us, ys))
-    np.testing.assert_allclose(frozen.aligned(us, ys), aligned, rtol=1e-4, atol=1e-5)
+    frozen = jit_freeze_aligned(onet, us, ys)
+    frozen_pairs = jit_freeze_pairs(onet, *_pairs(us, ys))
     np.testing.assert_allclose(
-        snn.apply(frozen_pairs, *_pairs(us, ys)).reshape(F, N, 1),
+        jit_aligned(frozen, us, ys), aligned, rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        jit_apply(frozen_pairs, *_pairs(us, ys)).reshape(F, N, 1),
         aligned,
         rtol=1e-4,
         atol=1e-5,
     )
     # Frozen, the DeepONet is pointwise: one function on its own gives its row.
     np.testing.assert_allclose(
-        frozen.aligned(us[2:3], ys[4:5])[0, 0], aligned[2, 4], rtol=1e-4, atol=1e-5
+        jit_aligned(frozen, us[2:3], ys[4:5])[0, 0], aligned[2, 4], rtol=1e-4, atol=1e-5
     )
 
 
@@ -139,7 +147,7 @@ def test_jit_and_gradients_in_the_parameters(getkey):
     g = grads(onet)
     # The bias gradient is 2 * sum of the outputs.
     np.testing.assert_allclose(
-        g.bias, 2 * jnp.sum(onet.aligned(us, ys), axis=(0, 1)), rtol=1e-5
+        g.bias, 2 * jnp.sum(jit_aligned(onet, us, ys), axis=(0, 1)), rtol=1e-5
     )
     assert all(
         bool(jnp.all(jnp.isfinite(leaf)))

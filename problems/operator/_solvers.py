@@ -152,7 +152,8 @@ def _nonlinear_field(t, s, u_rows):
 
 
 class _PendulumField(eqx.Module):
-    k: float
+    # An array, not a static float: solves with other constants share a compilation.
+    k: Array
 
     def __call__(self, t, s, u_rows):
         force = interpolate(u_rows, t, axis=0)
@@ -194,15 +195,16 @@ def pendulum(
 ) -> tuple[Float[Array, "f k 2"], Bool[Array, " f"]]:
     """$s_1' = s_2$, $s_2' = -k \\sin s_1 + u(t)$, $s(0) = 0$, at the increasing
     `points` of $[0, 1]$: the angle $s_1$ and the angular velocity $s_2$."""
-    return _solve_ode(_PendulumField(k), inputs, points, 2)
+    return _solve_ode(_PendulumField(jnp.asarray(k, inputs.dtype)), inputs, points, 2)
 
 
 class _DiffusionReactionField(eqx.Module):
     """Method of lines on the interior nodes, zero Dirichlet values at both ends."""
 
-    diffusion: float
-    reaction: float
-    inverse_dx2: float
+    # Arrays, not static floats: solves with other constants share a compilation.
+    diffusion: Array
+    reaction: Array
+    inverse_dx2: Array
 
     def __call__(self, t, s, source):
         padded = jnp.pad(s, ((0, 0), (1, 1)))
@@ -232,7 +234,12 @@ def diffusion_reaction(
     `s[f, i, j]` at $(x_i, t_j)$."""
     x = np.linspace(0.0, 1.0, n_x)
     source = interpolate(inputs, jnp.asarray(x[1:-1], inputs.dtype))
-    field = _DiffusionReactionField(diffusion, reaction, float((n_x - 1) ** 2))
+    dtype = inputs.dtype
+    field = _DiffusionReactionField(
+        jnp.asarray(diffusion, dtype),
+        jnp.asarray(reaction, dtype),
+        jnp.asarray((n_x - 1) ** 2, dtype),
+    )
     refine = diffusion_reaction_steps(n_x, n_t, diffusion)
     steps = np.linspace(0.0, 1.0, refine * (n_t - 1) + 1)
     save = np.linspace(0.0, 1.0, n_t)
