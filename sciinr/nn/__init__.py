@@ -1,6 +1,7 @@
 """Field representations: per-point Equinox modules and the batched `apply`."""
 
 from ._activation import ACTIVATIONS as ACTIVATIONS
+from ._deeponet import DeepONet as DeepONet
 from ._encoding import (
     AbstractEncoding as AbstractEncoding,
     FourierFeatures as FourierFeatures,
