@@ -10,17 +10,17 @@ flushed, then renamed onto their final name, so a crash never leaves a partial f
 where a reader would take it for a dataset.
 """
 
-import contextlib
 import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import h5py
 import numpy as np
+
+import sciinr.io
 
 
 FORMAT = "sciinr-operator-dataset"
@@ -93,21 +93,11 @@ def store(
     arrays: Mapping[str, np.ndarray],
     info: Mapping[str, Any],
 ) -> None:
-    """Write a cache file atomically (temporary file, `fsync`, `os.replace`)."""
+    """Write a cache file atomically ([`sciinr.io.atomic_h5`][])."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.close(fd)
-        with h5py.File(tmp, "w") as file:
-            file.attrs["format"] = FORMAT
-            file.attrs["parameters"] = _canonical(parameters)
-            file.attrs["info"] = json.dumps(dict(info), sort_keys=True)
-            for name, array in arrays.items():
-                file.create_dataset(name, data=np.asarray(array))
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with sciinr.io.atomic_h5(path, "operator dataset cache file") as file:
+        file.attrs["format"] = FORMAT
+        file.attrs["parameters"] = _canonical(parameters)
+        file.attrs["info"] = json.dumps(dict(info), sort_keys=True)
+        for name, array in arrays.items():
+            file.create_dataset(name, data=np.asarray(array))
