@@ -1,6 +1,12 @@
 """Built-in problems for `sciinr.fit`: what to fit (images, CT, PDEs, operators)."""
 
 from .image import ImageRegression as ImageRegression
+from .operator import (
+    Antiderivative as Antiderivative,
+    DiffusionReaction as DiffusionReaction,
+    NonlinearODE as NonlinearODE,
+    Pendulum as Pendulum,
+)
 from .signals import (
     IMAGES as IMAGES,
     load_image as load_image,
