@@ -276,6 +276,66 @@ def projection(flags, compilations) -> dict:
     return {"variants": rows, "projected_wall_s": wall, "projected_cpu_s": cpu}
 
 
+def cell_costs(path: str, image: str | None = None) -> dict[str, dict]:
+    """Per finished cell of a study file: its whole wall time (the `wall_time`
+    attribute: build, train, evaluate, predict), the steady cost of its steps (the
+    history's wall clock from the end of the first chunk, which holds the
+    compilation, to the last step, scaled to all steps) and the one-off rest."""
+    import h5py
+
+    costs = {}
+    with h5py.File(path, "r") as f:
+        settings = json.loads(f.attrs["settings"])
+        for row in f["summary"][()]:
+            if row["status"] != b"done":
+                continue
+            name = encoding_study._row_name(row)
+            if image is not None and not name.startswith(f"{image}/"):
+                continue
+            history = f[f"{name}/history"]
+            step, clock = history["step"][()], history["wall_time"][()]
+            first = np.flatnonzero(clock > clock[0])  # the first step of chunk 2
+            if not len(first):
+                continue
+            i = first[0] - 1  # the last step of the first chunk
+            steady = (clock[-1] - clock[i]) * step[-1] / (step[-1] - step[i])
+            costs[name] = {
+                "wall": float(row["wall_time"]),
+                "steady": float(steady),
+                "one_off": float(row["wall_time"]) - float(steady),
+            }
+    return {"settings": settings, "cells": costs}
+
+
+def projection_from_study(path: str, image: str, seeds: int = 3, images: int = 2):
+    """Project the default grid from the seed-0 cells of `image` in a study file
+    (one-off cost once per variant and image, the steady cost once per seed)."""
+    found = cell_costs(path, image)
+    cells = {
+        name.split("/")[1]: c
+        for name, c in found["cells"].items()
+        if name.endswith("/seed0")
+    }
+    steps = found["settings"]["steps"]
+    print(f"\n{len(cells)} seed-0 cells of {image} in {path} ({steps} steps each):")
+    print(f"{'variant':24s} {'cell s':>8s} {'steady s':>9s} {'one-off s':>10s}")
+    for variant, c in cells.items():
+        print(f"{variant:24s} {c['wall']:8.1f} {c['steady']:9.1f} {c['one_off']:10.1f}")
+    wall = sum(images * (c["one_off"] + seeds * c["steady"]) for c in cells.values())
+    measured = sum(c["wall"] for c in cells.values())
+    print(
+        f"measured: {measured / 60:.1f} min for these {len(cells)} cells; projected "
+        f"grid ({images} images x {len(cells)} variants x {seeds} seeds): "
+        f"{wall / 60:.0f} min wall at the load of the run",
+        flush=True,
+    )
+    return {
+        "cells": cells,
+        "measured_wall_s": measured,
+        "projected_wall_s": wall,
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -286,6 +346,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="part 1: grid seeds")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--project", action="store_true", help="run part 3")
+    parser.add_argument(
+        "--from-study",
+        default=None,
+        metavar="FILE",
+        help="project the default grid from the seed-0 cells of --image in a study "
+        "file written by encoding_study.py (trains nothing)",
+    )
+    parser.add_argument("--image", default="camera", help="with --from-study")
     parser.add_argument("--json", default=None, help="write results here")
     args = parser.parse_args(argv)
     flags = ["--steps", str(args.steps)]
@@ -300,6 +368,8 @@ def main(argv=None) -> int:
         results["cells"] = cell_vs_lone(flags, variants, args.seeds, compilations)
     if args.project:
         results["projection"] = projection(flags, compilations)
+    if args.from_study:
+        results["from_study"] = projection_from_study(args.from_study, args.image)
     after = machine()
     results["machine_after"] = after
     print(f"# {after}")
