@@ -19,10 +19,16 @@ measures whether that holds:
    `--steps` steps: the run rate (seed 1, no compilation) and the one-off cost
    (seed 0 minus seed 1), and from them the projected time of the default grid
    (2 images x 32 variants x 3 seeds x 1000 steps).
+4. `--from-study FILE`: the same projection from a study file already written by
+   `encoding_study.py` (its seed-0 cells of `--image`): per cell, the steady cost of
+   its steps from the wall clock in its history (from the end of the first chunk,
+   which holds the compilation) and the one-off rest of its wall time. Trains
+   nothing.
 
     python benchmarks/study.py                       # parts 1 and 2, 1000 steps
     python benchmarks/study.py --project --steps 200 # + the projection
     python benchmarks/study.py --variants "" --project --steps 200  # only that
+    python benchmarks/study.py --variants "" --from-study study.h5 --image astronaut
 
 Prints the machine, the JAX version and the load average before and after.
 """
