@@ -337,7 +337,11 @@ def atomic_update(path: pathlib.Path, *, fresh: bool = False):
     """Open a copy of `path` (a new file if it does not exist, or with `fresh`) for
     writing; rename it onto `path` when the block succeeds, so that `path` is never
     seen half-written (as `sciinr.io.save_run` does for a whole run file). On an
-    error the copy is removed and `path` keeps its previous content."""
+    error the copy is removed and `path` keeps its previous content.
+
+    `sciinr.io.atomic_h5` writes a new file; the study file grows cell by cell, so
+    this starts from a byte copy of the old file (everything in it kept exactly,
+    dimension scales included) and renames the same way."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -32,7 +32,6 @@ from _cli import parser as make_parser
 from encoding_study import (
     adam,
     add_model_arguments,
-    atomic_update,
     build,
     check_positive,
     ENCODINGS,
@@ -170,7 +169,7 @@ def write(args, problems, runs, psnr_test, psnr_train) -> None:
     config = {k: v for k, v in vars(args).items() if k not in ("models", "octaves")}
     config["models"] = [m.name for m in args.models]
     config["octaves"] = list(args.octaves)
-    with atomic_update(path, fresh=True) as file:  # replaces any old file at once
+    with sciinr.io.atomic_h5(path, "spectral-bias file") as file:  # replaces at once
         file.attrs["format"] = "sciinr-spectral-bias"
         for (name, octave), run in runs.items():
             group = file.create_group(f"{name}/octave{octave}")
