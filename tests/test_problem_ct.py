@@ -28,7 +28,7 @@ from problems.ct import (
     random_ellipses,
     shepp_logan,
 )
-from sciinr.metrics import psnr
+from sciinr.metrics import psnr, ssim
 from sciinr.nn import CoordinateMLP, FourierFeatures, freeze_statistics, Siren
 
 
@@ -535,8 +535,9 @@ def test_problem_perfect_field_has_zero_loss_and_perfect_metrics(small):
     reference = skimage.transform.iradon(
         _skimage_radon(shepp_logan(32), angles).T, theta=np.degrees(angles)
     )
-    expected = float(psnr(np.clip(reference, 0, 1), shepp_logan(32)))
-    assert abs(metrics["psnr_fbp"] - expected) < 1.0 and metrics["ssim_fbp"] < 0.9
+    reference = np.clip(reference, 0, 1)
+    assert abs(metrics["psnr_fbp"] - float(psnr(reference, shepp_logan(32)))) < 1.0
+    assert abs(metrics["ssim_fbp"] - float(ssim(reference, shepp_logan(32)))) < 0.03
     predictions = sciinr.predict(small, field)
     assert {k: v.shape for k, v in predictions.items()} == {
         "reconstruction": (32, 32),
@@ -549,6 +550,34 @@ def test_problem_perfect_field_has_zero_loss_and_perfect_metrics(small):
     assert float(rays.loss(field, rays.sample(jr.key(0)))[0]) < 1e-3 * float(
         jnp.mean(jnp.square(small.sinogram / 32))
     )
+
+
+def test_ramp_weighting_backprojects_the_filtered_residual():
+    # With weighting="ramp", the gradient with respect to the image is the back
+    # projection of the ramp-filtered residual, 2 / (a N^3) A^T (h * r), r = A u - y
+    # (h applied on the zero-padded detector, as FBP does), derived here with
+    # NumPy's FFT and `backproject`.
+    with jax.enable_x64(True):
+        problem = ComputedTomography(size=16, n_angles=5, weighting="ramp")
+        image = jnp.asarray(np.random.default_rng(11).uniform(size=(16, 16)))
+        batch = problem.sample(jr.key(0))
+
+        def loss(image):
+            return problem.loss(_Bilinear(image), batch)[0]
+
+        value, grad = jax.value_and_grad(loss)(image)
+        u = np.asarray(image) * disk_mask(16)
+        residual = np.asarray(radon(u, problem.angles)) - np.asarray(problem.sinogram)
+        response, padded = ramp_filter(16)
+        filtered = np.fft.ifft(np.fft.fft(residual, n=padded, axis=-1) * response)
+        filtered = np.real(filtered)[:, :16]
+        expected = 2 / (5 * 16**3) * np.asarray(backproject(filtered, problem.angles))
+        np.testing.assert_allclose(grad, expected * disk_mask(16), atol=1e-12)
+        # The value: the filtered residual's energy (Parseval), divided by a N^3.
+        energy = np.sum(np.abs(np.fft.fft(residual, n=padded, axis=-1)) ** 2 * response)
+        assert abs(float(value) - energy / padded / (5 * 16**3)) < 1e-12
+        # Zero for consistent data.
+        assert float(problem.loss(_Bilinear(problem.phantom), batch)[0]) < 1e-20
 
 
 def test_problem_batch_norm_is_frozen_on_the_training_points(getkey):
@@ -607,16 +636,18 @@ def test_problem_errors():
 
 @pytest.fixture(scope="module")
 def tiny_fit():
-    # 40 x 40 Shepp-Logan from 8 views; Fourier features (sigma 3) + RWF MLP 2 x 64.
-    problem = ComputedTomography(size=40, n_angles=8)
+    # 48 x 48 Shepp-Logan from 8 views; Fourier features (256, sigma 2) + an RWF
+    # MLP 3 x 64 with a sigmoid output, the ramp-weighted loss (the example's
+    # choices, smaller); Adam 1e-3, 100 full-batch steps.
+    problem = ComputedTomography(size=48, n_angles=8, weighting="ramp")
     encoding_key, field_key, fit_key = jr.split(jr.key(0), 3)
     field = CoordinateMLP(
-        2, 1, 64, 2, encoding=FourierFeatures(2, 64, sigma=3.0, key=encoding_key),
-        linear="rwf", key=field_key,
+        2, 1, 64, 3, encoding=FourierFeatures(2, 256, sigma=2.0, key=encoding_key),
+        linear="rwf", final_activation=jax.nn.sigmoid, key=field_key,
     )  # fmt: skip
     result = sciinr.fit(
-        problem, field, optax.adam(3e-3), steps=300, key=fit_key,
-        steps_per_call=100, progress=False,
+        problem, field, optax.adam(1e-3), steps=100, key=fit_key,
+        steps_per_call=50, progress=False,
     )  # fmt: skip
     return problem, result
 
@@ -624,9 +655,9 @@ def tiny_fit():
 def test_tiny_reconstruction_beats_fbp(tiny_fit):
     problem, result = tiny_fit
     metrics = result.metrics
-    # Measured: network 30.0 dB, FBP 21.0 dB (2-core CPU, seed 0). Margins: 2 dB on
-    # the network, and the gap must stay above 5 dB.
-    assert metrics["psnr"] > 28.0
-    assert metrics["psnr"] > metrics["psnr_fbp"] + 5
-    assert metrics["ssim"] > metrics["ssim_fbp"]
-    assert result.history["mse"][-1] < 0.01 * result.history["mse"][0]
+    # Measured: network 28.4 dB (SSIM 0.83), FBP 21.7 dB (SSIM 0.69), 2-core CPU,
+    # seed 0. Margins: 2.4 dB on the network; the gap must stay above 4 dB.
+    assert metrics["psnr"] > 26.0
+    assert metrics["psnr"] > metrics["psnr_fbp"] + 4
+    assert metrics["ssim"] > metrics["ssim_fbp"] + 0.05
+    assert result.history["ramp_mse"][-1] < 0.05 * result.history["ramp_mse"][0]
