@@ -4,12 +4,19 @@ Each example is a thin CLI over the API: it adds its problem's flags to the pars
 from `parser(...)`, builds its problem, and gets its field from `build_field(args,
 in_size, out_size, key)`, so that every field (Fourier features, positional
 encoding, RWF, normalization, SIREN, ...) is one flag away in every example.
+
+Multi-process runs: `add_training_arguments` adds `--distributed`; the parser from
+`parser(...)` then joins the run (`sciinr.distributed.initialize()`, from the
+environment) as soon as the arguments are parsed, before any JAX computation. An
+example passes `mesh=mesh(args)` to `sciinr.fit` (`None` without `--distributed`, so
+single-process runs are unchanged) and writes figures only `if main_process()`.
 """
 
 import argparse
 import json
 import sys
 
+import jax
 import jax.random as jr
 
 from sciinr.nn import (
@@ -27,9 +34,28 @@ MODELS = ("mlp", "siren")
 ENCODINGS = ("fourier", "positional", "none")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Joins the distributed run once the arguments say `--distributed`."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        if getattr(parsed, "distributed", False):
+            import sciinr.distributed
+
+            try:
+                sciinr.distributed.initialize()
+            except ValueError as err:  # nothing says how to start: a usage error
+                self.error(f"argument --distributed: {err}")
+        return parsed, extras
+
+
 def parser(doc: str) -> argparse.ArgumentParser:
-    """An argument parser whose description is the first paragraph of `doc`."""
-    return argparse.ArgumentParser(
+    """An argument parser whose description is the first paragraph of `doc`.
+
+    With `--distributed` (from `add_training_arguments`), parsing the arguments also
+    initializes `jax.distributed` from the environment.
+    """
+    return _Parser(
         description=doc.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -61,8 +87,8 @@ def add_field_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
-    """`--steps --lr --steps-per-call --eval-every --seed --no-progress --out
-    --plot`; `defaults` overrides their defaults by name."""
+    """`--steps --lr --steps-per-call --eval-every --seed --no-progress --distributed
+    --out --plot`; `defaults` overrides their defaults by name."""
     train = parser.add_argument_group("training")
     train.add_argument("--steps", type=int, default=500)
     train.add_argument("--lr", type=float, default=1e-3)
@@ -70,6 +96,13 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     train.add_argument("--eval-every", type=int, default=None)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run (jax.distributed, set up from the "
+        "environment: SLURM srun, Open MPI mpirun, or python -m sciinr.distributed) "
+        "and train data-parallel over the devices of every process",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--out", default=None, help="HDF5 run file")
     output.add_argument("--plot", default=None, help="figure (PNG)")
@@ -124,7 +157,29 @@ def eval_every(args: argparse.Namespace) -> int | None:
     return steps_per_call * max(1, args.steps // (10 * steps_per_call))
 
 
+def mesh(args: argparse.Namespace) -> jax.sharding.Mesh | None:
+    """The mesh to pass to `sciinr.fit`: over the devices of every process with
+    `--distributed`, else `None` (one device, as without the flag)."""
+    if not getattr(args, "distributed", False):
+        return None
+    if not jax.distributed.is_initialized():
+        raise RuntimeError(
+            "--distributed was given but jax.distributed is not initialized: build "
+            "the parser with `_cli.parser(...)`, which initializes it when parsing."
+        )
+    return jax.make_mesh((jax.device_count(),), ("data",))
+
+
+def main_process() -> bool:
+    """Whether this process writes figures and prints (process 0; always true in a
+    single-process run)."""
+    return jax.process_index() == 0
+
+
 def print_metrics(metrics: dict[str, float]) -> None:
-    """The final metrics as one JSON line on stdout (what the tests read)."""
+    """The final metrics as one JSON line on stdout (what the tests read); on the
+    main process only."""
+    if not main_process():
+        return
     print(json.dumps({k: round(v, 6) for k, v in metrics.items()}))
     sys.stdout.flush()
