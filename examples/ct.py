@@ -39,6 +39,8 @@ from _cli import (
     add_training_arguments,
     build_field,
     eval_every,
+    main_process,
+    mesh,
     parser as make_parser,
     print_metrics,
 )
@@ -212,21 +214,23 @@ def main(argv=None) -> int:
             steps_per_call=min(args.steps_per_call, args.steps),
             eval_every=eval_every(args),
             output=args.out if last else None,
+            mesh=mesh(args),
             progress=not args.no_progress,
             config=vars(args),
         )
         results.append(result.metrics)
-        if args.images > 1:
+        if args.images > 1 and main_process():
             print(json.dumps({"image": image, **result.metrics}), file=sys.stderr)
-    if args.plot:
+    if args.plot and main_process():
         plot(args.plot, result, problem)
     metrics = {name: float(np.mean([m[name] for m in results])) for name in results[0]}
     print_metrics(metrics)
-    print(
-        f"network PSNR {metrics['psnr']:.2f} dB (SSIM {metrics['ssim']:.3f}), "
-        f"FBP PSNR {metrics['psnr_fbp']:.2f} dB (SSIM {metrics['ssim_fbp']:.3f})"
-        + (f", mean over {args.images} phantoms" if args.images > 1 else "")
-    )
+    if main_process():
+        print(
+            f"network PSNR {metrics['psnr']:.2f} dB (SSIM {metrics['ssim']:.3f}), "
+            f"FBP PSNR {metrics['psnr_fbp']:.2f} dB (SSIM {metrics['ssim_fbp']:.3f})"
+            + (f", mean over {args.images} phantoms" if args.images > 1 else "")
+        )
     return 0
 
 
