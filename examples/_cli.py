@@ -23,14 +23,16 @@ from sciinr.nn import (
     ACTIVATIONS,
     CoordinateMLP,
     FourierFeatures,
+    HEADS,
     LINEARS,
+    MultiHeadField,
     NORMS,
     PositionalEncoding,
     Siren,
 )
 
 
-MODELS = ("mlp", "siren")
+MODELS = ("mlp", "siren", "multihead")
 ENCODINGS = ("fourier", "positional", "none")
 
 
@@ -61,6 +63,21 @@ def parser(doc: str) -> argparse.ArgumentParser:
     )
 
 
+def tiles(text: str) -> list[int]:
+    """`--tiles`: `"8,4"` -> `[8, 4]`, `"8"` -> `[8, 8]` (an argparse type)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected 'Hx,Hy' or 'H' with positive ints, got {text!r}"
+        )
+    return values
+
+
 def add_field_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     """The flags of `build_field`; `defaults` overrides their defaults by name."""
     model = parser.add_argument_group("model")
@@ -69,7 +86,8 @@ def add_field_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
         default="mlp",
         choices=MODELS,
         help="siren uses --width, --depth, --linear, --norm and --omega0 (no "
-        "encoding or activation choice)",
+        "encoding or activation choice); multihead is a body of --width x --depth "
+        "with every mlp option, plus --tiles, --heads, --alpha",
     )
     model.add_argument("--encoding", default="fourier", choices=ENCODINGS)
     model.add_argument("--features", type=int, default=256, help="Fourier features")
@@ -83,6 +101,26 @@ def add_field_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     model.add_argument("--omega0", type=float, default=30.0, help="SIREN frequency")
     model.add_argument("--rwf-mu", type=float, default=1.0, help="RWF scale mean")
     model.add_argument("--rwf-sigma", type=float, default=0.1, help="RWF scale std")
+    model.add_argument(
+        "--tiles",
+        type=tiles,
+        default=[8, 8],
+        help="multihead: tiles (heads) per axis, 'Hx,Hy' or 'H'",
+    )
+    model.add_argument(
+        "--heads", default="dense", choices=sorted(HEADS), help="multihead heads"
+    )
+    model.add_argument(
+        "--alpha",
+        type=int,
+        default=None,
+        help="multihead: body neurons per sparse head (required for sparse)",
+    )
+    model.add_argument(
+        "--no-head-bias",
+        action="store_true",
+        help="multihead: heads without bias (the authors' experiments)",
+    )
     parser.set_defaults(**defaults)
 
 
@@ -135,6 +173,23 @@ def build_field(args: argparse.Namespace, in_size: int, out_size: int, key):
         encoding = PositionalEncoding(in_size, args.frequencies, include_input=True)
     else:
         encoding = None
+    if args.model == "multihead":
+        return MultiHeadField(
+            in_size,
+            out_size,
+            tuple(args.tiles),
+            args.width,
+            args.depth,
+            heads=args.heads,
+            alpha=args.alpha,
+            encoding=encoding,
+            activation=args.activation,
+            linear=args.linear,
+            norm=norm,
+            head_bias=not args.no_head_bias,
+            **rwf,
+            key=field_key,
+        )
     return CoordinateMLP(
         in_size,
         out_size,

@@ -2,6 +2,12 @@
 
 from .ct import ComputedTomography as ComputedTomography
 from .image import ImageRegression as ImageRegression
+from .operator import (
+    Antiderivative as Antiderivative,
+    DiffusionReaction as DiffusionReaction,
+    NonlinearODE as NonlinearODE,
+    Pendulum as Pendulum,
+)
 from .signals import (
     disk_mask as disk_mask,
     IMAGES as IMAGES,

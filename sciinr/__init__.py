@@ -4,6 +4,7 @@ import importlib.metadata
 
 from . import (
     checks as checks,
+    diff as diff,
     distributed as distributed,
     io as io,
     metrics as metrics,
