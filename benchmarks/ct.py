@@ -114,7 +114,7 @@ def projector_rows(configs, repeats: int) -> list[dict]:
 
 def make_field(key):
     encoding_key, field_key = jr.split(key)
-    encoding = FourierFeatures(2, 256, sigma=4.0, key=encoding_key)
+    encoding = FourierFeatures(2, 256, sigma=3.0, key=encoding_key)
     return CoordinateMLP(2, 1, 128, 4, encoding=encoding, linear="rwf", key=field_key)
 
 

@@ -5,9 +5,9 @@ Defaults: the Shepp-Logan phantom at 256 x 256, 20 projection angles in [0, pi),
 no noise; Gaussian Fourier features (256, sigma 3) + an RWF MLP (4 x 128, ReLU,
 sigmoid output) that represents the image, trained on the projections only ("grid"
 projector: render the field on the pixel grid, project the image) with the
-ramp-weighted loss; Adam 1e-3 with cosine decay, 200 full-batch steps (a few minutes
-on 2 CPU cores).
-The network's PSNR is compared with filtered back projection (FBP) of the same data.
+ramp-weighted loss; Adam 1e-3 with cosine decay, 200 full-batch steps (about two
+minutes of CPU time). The network's PSNR is compared with filtered back projection
+(FBP) of the same data: measured 31.9 dB against FBP's 18.8 dB (docs/problems/ct.md).
 
     python examples/ct.py --out run.h5 --plot fig.png
     python examples/ct.py --linear dense --sigma 6 --weighting uniform
