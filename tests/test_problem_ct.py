@@ -26,10 +26,17 @@ from problems.ct import (
     radon_field,
     ramp_filter,
     random_ellipses,
+    ray_points,
     shepp_logan,
 )
 from sciinr.metrics import psnr, ssim
-from sciinr.nn import CoordinateMLP, FourierFeatures, freeze_statistics, Siren
+from sciinr.nn import (
+    CoordinateMLP,
+    FourierFeatures,
+    freeze_statistics,
+    MultiHeadField,
+    Siren,
+)
 
 
 def _random_disk_image(size, seed=0, radius=1.0):
@@ -398,6 +405,27 @@ def test_field_projector_with_siren_and_batch_norm_fields(getkey):
         pytest.raises(ValueError, match="`field` must return one value"),
     ):
         radon_field(two, angles, size)
+
+
+def test_field_projector_with_a_multi_head_field(getkey):
+    # The rays' rotated square reaches beyond the image's corners, where a multi-head
+    # field (defined on its domain only) raises; those samples have weight 0 and are
+    # clipped into [0, 1]^2, so the field is never probed outside its domain.
+    size = 16
+    field = MultiHeadField(2, 1, (2, 2), 8, 1, key=getkey())
+    angles = jnp.array([0.0, 0.7, np.pi / 2])
+    points, _ = ray_points(angles, size)
+    assert float(points.min()) == 0.0 and float(points.max()) == 1.0
+    sinogram = np.asarray(radon_field(field, angles, size))
+    assert sinogram.shape == (3, size) and np.isfinite(sinogram).all()
+    # At theta = 0 the samples are the pixels: the column sums of the field on the
+    # pixel grid, masked to the disk.
+    coords, _ = sciinr.grid((size, size))
+    image = np.asarray(sciinr.nn.apply(field, coords))[:, 0].reshape(size, size)
+    expected = (image * disk_mask(size)).sum(axis=0)
+    np.testing.assert_allclose(sinogram[0], expected, rtol=1e-5, atol=1e-5)
+    problem = ComputedTomography(size=size, n_angles=4, projector="rays")
+    assert np.isfinite(float(problem.loss(field, problem.sample(jr.key(0)))[0]))
 
 
 # --------------------------------------------------------------------------------------

@@ -220,11 +220,16 @@ def ray_points(
 
     `(points, inside)` of shapes `(a, N, N, 2)` and `(a, N, N)`, indexed
     `[angle, detector bin, sample]`; `inside` is 1 inside the inscribed disk, else 0.
+    The samples outside the disk (weight 0; the rays' rotated square reaches beyond
+    the image's corners) are clipped onto the square $[0, 1]^2$, so a field defined
+    only on the image's square (a multi-head field's `domain`) is never probed
+    outside it; the samples inside the disk lie in $[0, 1]^2$ already.
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
     row, col, bits = ray_samples(angles, size)
     row, col = to_float(row, bits, dtype), to_float(col, bits, dtype)
     points = jnp.stack([row, col], axis=-1) * jnp.asarray(1.0 / size, dtype)
+    points = jnp.clip(points, 0.0, 1.0)
     return points, inside_disk(row, col, size)
 
 
