@@ -14,8 +14,8 @@ from jax import lax
 from jaxtyping import Array, Float, Int, Key, PRNGKeyArray
 
 from ..checks import (
+    check_domain,
     check_positive_int,
-    check_real,
     resolve_callable,
     resolve_option,
 )
@@ -103,28 +103,13 @@ def _check_tiles(tiles: object) -> tuple[int, int]:
 
 
 def _check_domain(domain: object) -> Domain:
-    try:
-        pairs = [tuple(pair) for pair in domain]  # type: ignore[union-attr]
-    except TypeError:
-        raise TypeError(
-            "`domain` must be two (low, high) pairs, e.g. ((0, 1), (0, 1)), got "
-            f"{domain!r}."
-        ) from None
-    if len(pairs) != 2 or any(len(pair) != 2 for pair in pairs):
-        raise ValueError(
-            "`domain` must be 2-D: two (low, high) pairs, one per axis, e.g. "
-            f"((0, 1), (0, 1)); got {domain!r}. MultiHeadField tiles a 2-D domain."
-        )
-    out = []
-    for axis, (low, high) in enumerate(pairs):
-        low = check_real(f"domain[{axis}][0]", low)
-        high = check_real(f"domain[{axis}][1]", high)
-        if not high > low:
-            raise ValueError(
-                f"`domain[{axis}]` must have low < high, got ({low}, {high})."
-            )
-        out.append((low, high))
-    return (out[0], out[1])
+    low_high = check_domain(
+        "domain",
+        domain,
+        2,
+        hint=" MultiHeadField tiles a 2-D domain, e.g. ((0, 1), (0, 1)).",
+    )
+    return (low_high[0], low_high[1])
 
 
 def _sparse_init(
