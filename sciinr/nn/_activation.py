@@ -5,6 +5,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from ._trig import sin
+
 
 def identity(x):
     """The identity activation."""
@@ -15,7 +17,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
     "gelu": jax.nn.gelu,
-    "sine": jnp.sin,
+    "sine": sin,
     "silu": jax.nn.silu,
     "softplus": jax.nn.softplus,
     "sigmoid": jax.nn.sigmoid,

@@ -1,7 +1,6 @@
 """SIREN: sine-activated coordinate networks with their exact initialisation."""
 
 import equinox as eqx
-import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -25,6 +24,7 @@ from ._linear import (
 )
 from ._mlp import NormKind
 from ._norm import check_norm, make_norm
+from ._trig import sin
 
 
 class Siren(AbstractField):
@@ -192,7 +192,7 @@ class Siren(AbstractField):
             z = self.omega0 * affine(layer, h)
             if norm is not None:
                 z = norm(z)
-            h = jnp.sin(z)
+            h = sin(z)
         return affine(self.layers[-1], h)
 
 
