@@ -27,10 +27,13 @@ of `f` per point instead of the nested reverse passes of `jax.grad(jax.grad(f))`
 - mixed partials such as $u_{xt}$ by nesting those: the axis of highest order
   innermost, the others by forward mode over it.
 
-A function that uses a primitive with no Taylor rule (`jax.experimental.jet` covers
-the usual elementwise functions, `tanh`, `sin`, `exp`, `log`, `erf`, matrix products,
-reductions, ...; not e.g. `tan`, `lax.optimization_barrier` or control flow) is
-differentiated with nested `jax.jvp` in Taylor mode: same values.
+In Taylor mode, a function that `jax.experimental.jet` cannot expand is
+differentiated with nested `jax.jvp` instead (same values): one with a primitive that
+has no Taylor rule (`jet` covers the usual elementwise functions, `tanh`, `sin`,
+`exp`, `log`, `erf`, matrix products, reductions, ...; not e.g. `tan`,
+`lax.optimization_barrier` or control flow), or one that calls a `jax.custom_jvp`
+function (`jax.nn.relu`, `jax.nn.softplus`, ...), which `jet` does not support in
+current JAX.
 
 !!! warning "Batch normalization"
 
@@ -169,9 +172,14 @@ def _multi_index(axis, order, d: int) -> dict[int, int]:
 # ------------------------------------------------------------------------------------
 
 
-def _is_missing_rule(err: KeyError) -> bool:
-    """Whether `err` is `jet`'s "no Taylor rule for this primitive"."""
-    return bool(err.args) and isinstance(err.args[0], jax.extend.core.Primitive)
+def _jet_cannot(err: Exception) -> bool:
+    """Whether `err` is one of `jet`'s limitations (not a bug in `f`): a primitive
+    with no Taylor rule (a `KeyError` naming the primitive), or a `jax.custom_jvp`
+    function (`jax.nn.relu`, `jax.nn.softplus`, ...), whose traced body `jet` leaks
+    in this JAX version (an `UnexpectedTracerError`)."""
+    if isinstance(err, KeyError):
+        return bool(err.args) and isinstance(err.args[0], jax.extend.core.Primitive)
+    return isinstance(err, jax.errors.UnexpectedTracerError)
 
 
 def _nested_jvp(f: Callable, x: Array, v: Array, order: int) -> list[Array]:
@@ -197,14 +205,14 @@ def _jet_taylor(f: Callable, x: Array, v: Array, order: int) -> list[Array]:
     """`[f, D_v f, ..., D_v^order f]` at `x` in one Taylor-mode pass (`jet`).
 
     The input series `(v, 0, ..., 0)` is the straight line `x + s v`; `jet` returns
-    derivatives (it scales by the factorials). A primitive without a Taylor rule
-    (e.g. `tan`, `lax.optimization_barrier`) falls back to nested `jax.jvp`.
+    derivatives (it scales by the factorials). Where `jet` cannot differentiate `f`
+    (see `_jet_cannot`), this falls back to nested `jax.jvp`.
     """
     zeros = jnp.zeros_like(x)
     try:
         primal, series = jax_jet.jet(f, (x,), ((v,) + (zeros,) * (order - 1),))
-    except KeyError as err:
-        if not _is_missing_rule(err):
+    except (KeyError, jax.errors.UnexpectedTracerError) as err:
+        if not _jet_cannot(err):
             raise
         return _nested_jvp(f, x, v, order)
     return [primal, *series]

@@ -192,15 +192,20 @@ def test_divergence():
     _rel_close(diff.divergence(w, x, axes=(1, 2)), 0.3 + 2 * 0.45, 1e-5)
 
 
-def test_taylor_mode_falls_back_for_primitives_without_a_rule():
-    # `jet` has no rule for `tan`: Taylor mode falls back to nested jvp.
+def test_taylor_mode_falls_back_where_jet_cannot():
     with jax.enable_x64(True):
         x = jnp.array([0.3, 0.5], jnp.float64)
+        # `jet` has no rule for `tan`: d3/dx3 tan = 6 sec^4 - 4 sec^2.
         f = lambda x: jnp.tan(x[0]) * x[1]
         sec2 = 1 / math.cos(0.3) ** 2
-        # d3/dx0^3 tan = 2 sec^2 (sec^2 + 2 tan^2)... written out: 6 sec^4 - 4 sec^2.
         expected = (6 * sec2**2 - 4 * sec2) * 0.5
         _rel_close(diff.derivative(f, x, 0, 3, mode="taylor"), expected, 1e-10)
+        # `jax.nn.softplus` is a custom_jvp function. With s = sigmoid, the
+        # derivatives of softplus are s, s (1 - s), s (1 - s) (1 - 2 s).
+        g = lambda x: jax.nn.softplus(x[0]) * x[1]
+        s = 1 / (1 + math.exp(-0.3))
+        expected = s * (1 - s) * (1 - 2 * s) * 0.5
+        _rel_close(diff.derivative(g, x, 0, 3, mode="taylor"), expected, 1e-10)
 
 
 def _field(dtype, key):
@@ -227,8 +232,10 @@ def _fd(f, x, axis, order, h):
     return (f(x + e) - 2 * f(x) + f(x - e)) / h**2
 
 
-@pytest.mark.parametrize("mode", ["jvp", "taylor"])
-def test_field_derivatives_match_finite_differences(mode, getkey):
+def test_field_derivatives_match_finite_differences(getkey):
+    # (Taylor mode falls back to nested jvp for this field: its Fourier features
+    # are a custom_jvp function.)
+    mode = "auto"
     with jax.enable_x64(True):
         field = _field(jnp.float64, getkey())
         x = jnp.array([0.2, -0.4], jnp.float64)
