@@ -1,5 +1,6 @@
 """Built-in problems for `sciinr.fit`: what to fit (images, CT, PDEs, operators)."""
 
+from . import pinn as pinn
 from .image import ImageRegression as ImageRegression
 from .signals import (
     IMAGES as IMAGES,
