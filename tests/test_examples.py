@@ -5,6 +5,7 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +45,16 @@ def test_image_regression_example_end_to_end(tmp_path):
         assert f["predictions/image"].shape == (16, 16, 1)
         assert f["predictions/target"].shape == (16, 16, 1)
         np.testing.assert_allclose(f["predictions/x"][:], np.arange(16) / 16)
+        # One named dimension per axis, shared by the image and its target.
+        for name in ("image", "target"):
+            scales = [d[0].name for d in f[f"predictions/{name}"].dims]
+            assert scales == [f"/predictions/{a}" for a in ("x", "y", "channel")]
         assert abs(f["metrics"].attrs["psnr_test"] - metrics["psnr_test"]) < 1e-3
+    # xarray (through h5netcdf, no netCDF dependency of ours) sees named dimensions.
+    xarray = pytest.importorskip("xarray")
+    tree = xarray.open_datatree(out, engine="h5netcdf", phony_dims="sort")
+    assert tree["predictions"]["image"].dims == ("x", "y", "channel")
+    assert tree["predictions"]["target"].dims == ("x", "y", "channel")
 
 
 def test_image_regression_example_rejects_bad_flags():

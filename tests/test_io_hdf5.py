@@ -307,3 +307,45 @@ def test_load_run_errors(tmp_path, getkey):
     save_run(tmp_path / "run.h5", make_field(getkey()))
     with pytest.raises(ValueError, match=r"layers\[0\]\.v.*\(16, 16\).*\(8, 16\)"):
         load_run(tmp_path / "run.h5", field=make_field(getkey(), width=8))
+
+
+def test_runs_in_groups_of_one_file(tmp_path, getkey):
+    """`write_run` puts the run-file layout under a group; `read_run` reads it back
+    exactly as `load_run` reads the same run from a file of its own."""
+    fields = [make_field(getkey()), make_field(getkey(), width=8)]
+    kwargs = run_kwargs()
+    path = tmp_path / "study.h5"
+    with h5py.File(path, "w") as f:
+        for i, field in enumerate(fields):
+            group = f.create_group(f"camera/fourier-rwf-none/seed{i}")
+            assert sciinr.io.write_run(group, field, **kwargs) is group
+    save_run(tmp_path / "alone.h5", fields[1], **kwargs)
+    alone = load_run(tmp_path / "alone.h5", make_field(getkey(), width=8))
+    with h5py.File(path, "r") as f:
+        group = f["camera/fourier-rwf-none/seed1"]
+        # Plain h5py sees the run layout under the group.
+        assert group.attrs["format"] == "sciinr"
+        np.testing.assert_array_equal(group["history/step"][:], [0, 10, 20])
+        assert group["predictions/image"].dims[0][0].name.endswith("/predictions/x")
+        run = sciinr.io.read_run(group, make_field(getkey(), width=8))
+        first = sciinr.io.read_run(f["camera/fourier-rwf-none/seed0"])
+    assert run.config == alone.config == CONFIG
+    assert run.metrics == alone.metrics
+    for name in alone.predictions:
+        np.testing.assert_array_equal(run.predictions[name], alone.predictions[name])
+    for a, b in zip(jtu.tree_leaves(run.field), jtu.tree_leaves(fields[1])):
+        if eqx.is_array(a):
+            np.testing.assert_array_equal(a, b)
+    assert first.field is None and first.attrs["field"] == repr(fields[0])
+
+
+def test_write_run_needs_an_empty_group(tmp_path, getkey):
+    field = make_field(getkey())
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        group = f.create_group("cell")
+        group.attrs["note"] = "taken"
+        with pytest.raises(ValueError, match="`group` '/cell' must be empty"):
+            sciinr.io.write_run(group, field, **run_kwargs())
+        # A wrong group to read names the group in the error.
+        with pytest.raises(ValueError, match="group '/cell'.*not a sciinr run file"):
+            sciinr.io.read_run(group)

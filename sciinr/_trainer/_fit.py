@@ -185,7 +185,10 @@ def fit(
             history=history,
             metrics=metrics,
             predictions=jax.device_get(predictions),
-            coordinates=jax.device_get(problem.coordinates()),
+            coordinates={
+                name: jax.device_get(axis)  # in order: dict pytrees sort keys
+                for name, axis in problem.coordinates().items()
+            },
             config=config,
             problem=type(problem).__qualname__,
             seed=config.get("seed"),

@@ -6,4 +6,10 @@ from ._checkpoint import (
     load_checkpoint as load_checkpoint,
     save_checkpoint as save_checkpoint,
 )
-from ._hdf5 import load_run as load_run, Run as Run, save_run as save_run
+from ._run import (
+    load_run as load_run,
+    read_run as read_run,
+    Run as Run,
+    save_run as save_run,
+    write_run as write_run,
+)

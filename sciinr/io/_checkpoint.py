@@ -13,20 +13,10 @@ import numpy as np
 from jaxtyping import ArrayLike, PyTree
 
 from ..checks import check_nonnegative_int
-from ._hdf5 import (
-    _atomic_h5,
-    _attr_value,
-    _check_format,
-    _check_history,
-    _deserialise,
-    _now,
-    _PathLike,
-    _sciinr_version,
-    _serialise,
-    _structure,
-    _structure_mismatch,
-    _to_json,
-)
+from ._atomic import atomic_h5, PathLike
+from ._format import attr_value, check_format, now, sciinr_version
+from ._pytree import deserialise, leaf_structure, serialise, structure_mismatch
+from ._validate import check_history, to_json
 
 
 CHECKPOINT_FORMAT = "sciinr-checkpoint"
@@ -63,7 +53,7 @@ Checkpoint.__init__.__doc__ = (
 
 
 def save_checkpoint(
-    path: _PathLike,
+    path: PathLike,
     state: PyTree,
     *,
     step: int,
@@ -114,12 +104,12 @@ def save_checkpoint(
     """
     path = pathlib.Path(path)
     step = check_nonnegative_int("step", step)
-    history_arrays = _check_history(history, require_step=False)
-    meta_json = _to_json("meta", meta)
+    history_arrays = check_history(history, require_step=False)
+    meta_json = to_json("meta", meta)
     if jax.process_index() != 0:
         return path
-    data, structure = _serialise(state)
-    with _atomic_h5(path, "checkpoint") as file:
+    data, structure = serialise(state)
+    with atomic_h5(path, "checkpoint") as file:
         file.attrs.update(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -128,9 +118,9 @@ def save_checkpoint(
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "structure": json.dumps(structure),
                 "meta": meta_json,
-                "sciinr_version": _sciinr_version(),
+                "sciinr_version": sciinr_version(),
                 "jax_version": jax.__version__,
-                "created": _now(),
+                "created": now(),
             }
         )
         file.create_dataset("state", data=np.frombuffer(data, dtype=np.uint8))
@@ -148,10 +138,10 @@ def _read(path: pathlib.Path) -> tuple[dict[str, Any], bytes, dict[str, np.ndarr
         raise CheckpointError(f"Cannot load checkpoint '{path}': it is not a file.")
     try:
         with h5py.File(path, "r") as file:
-            attrs = {key: _attr_value(value) for key, value in file.attrs.items()}
-            _check_format(
+            attrs = {key: attr_value(value) for key, value in file.attrs.items()}
+            check_format(
                 attrs,
-                path,
+                f"'{path}'",
                 format=CHECKPOINT_FORMAT,
                 version=CHECKPOINT_FORMAT_VERSION,
                 what="checkpoint",
@@ -192,7 +182,7 @@ def _is_structure(structure: Any) -> bool:
     )
 
 
-def load_checkpoint(path: _PathLike, like: PyTree) -> Checkpoint:
+def load_checkpoint(path: PathLike, like: PyTree) -> Checkpoint:
     """Read a checkpoint written by [`sciinr.io.save_checkpoint`][].
 
     Safe on files from untrusted sources: nothing is unpickled or evaluated; leaves
@@ -240,7 +230,7 @@ def load_checkpoint(path: _PathLike, like: PyTree) -> Checkpoint:
         raise CheckpointError(
             f"Checkpoint '{path}' has malformed metadata attributes ({err})."
         ) from err
-    mismatch = _structure_mismatch(structure, _structure(like))
+    mismatch = structure_mismatch(structure, leaf_structure(like))
     if mismatch is not None:
         raise CheckpointError(
             f"Checkpoint '{path}' does not match the template `like`: {mismatch}. "
@@ -248,7 +238,7 @@ def load_checkpoint(path: _PathLike, like: PyTree) -> Checkpoint:
             "was written? Resume with the same configuration, or start a new run."
         )
     try:
-        state = _deserialise(data, like, structure)
+        state = deserialise(data, like, structure)
     except Exception as err:
         raise CheckpointError(
             f"Cannot deserialise checkpoint '{path}' into the template `like`: {err}"

@@ -18,7 +18,7 @@ from ._trainable import NonTrainable
 class AbstractEncoding(eqx.Module):
     r"""An input encoding $\gamma: \mathbb{R}^{d} \to \mathbb{R}^{p}$ of one coordinate.
 
-    Fields ([`sciinr.nn.CoordinateMLP`][], the body of [`sciinr.nn.MultiHeadField`][],
+    Fields ([`sciinr.nn.CoordinateMLP`][], the body of `sciinr.nn.MultiHeadField`,
     ...) accept any subclass as `encoding=`: they read `in_size` to check the
     coordinate dimension and `out_size` to size their first layer. Subclasses declare
     both (as static fields or properties) and implement `__call__` on ONE coordinate.

@@ -126,7 +126,7 @@ def apply(
     - `field`: any field, e.g. [`sciinr.nn.CoordinateMLP`][].
     - `*inputs`: the batched arguments of `field.__call__`. For a coordinate field,
       one array of coordinates of shape `(n, in_size)`; for fields of several inputs
-      (a [`sciinr.nn.DeepONet`][]'s `(u, y)`), one pytree per argument, every array
+      (a `sciinr.nn.DeepONet`'s `(u, y)`), one pytree per argument, every array
       leaf with the same leading length `n`.
     - `chunk_size`: evaluate `chunk_size` points at a time (a `jax.lax.map` over
       chunks), so that memory stays bounded for large grids; `None` evaluates all
@@ -150,7 +150,7 @@ def apply(
     inputs = _shard_leading(inputs)
     evaluate = jax.vmap(field, axis_name=COORDS)
     if chunk_size is None:
-        return evaluate(*inputs)
+        return _shard_leading(evaluate(*inputs))
     chunk_size = check_positive_int("chunk_size", chunk_size)
     if has_batch_statistics(field):
         raise ValueError(
@@ -163,7 +163,7 @@ def apply(
     chunk = devices * math.ceil(min(chunk_size, n) / devices)
     n_chunks = math.ceil(n / chunk)
     if n_chunks == 1 and chunk == n:
-        return evaluate(*inputs)
+        return _shard_leading(evaluate(*inputs))
     pad = n_chunks * chunk - n
 
     def split(x):
@@ -172,5 +172,8 @@ def apply(
         return x.reshape(n_chunks, chunk, *x.shape[1:])
 
     chunks = _shard_leading(jtu.tree_map(split, inputs), axis=1)
-    out = lax.map(lambda c: evaluate(*_shard_leading(c)), chunks)
-    return jtu.tree_map(lambda y: y.reshape(n_chunks * chunk, *y.shape[2:])[:n], out)
+    out = lax.map(lambda c: _shard_leading(evaluate(*_shard_leading(c))), chunks)
+    out = _shard_leading(out, axis=1)
+    return _shard_leading(
+        jtu.tree_map(lambda y: y.reshape(n_chunks * chunk, *y.shape[2:])[:n], out)
+    )

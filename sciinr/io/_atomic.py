@@ -1,0 +1,65 @@
+"""Atomic HDF5 writes: a temporary file next to the target, fsync, rename."""
+
+import contextlib
+import os
+import pathlib
+import tempfile
+from collections.abc import Iterator
+
+import h5py
+
+
+# HDF5 1.8 object headers: dense attribute storage (attributes over 64 KiB, such as
+# a long `field` repr or `config`) and readable by every netCDF-4 / h5netcdf reader.
+_LIBVER = ("v108", "latest")
+
+PathLike = str | os.PathLike
+
+
+def _umask() -> int:
+    # Read-and-restore is the only portable way to read the umask (not thread-safe,
+    # but the window is two system calls).
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_h5(path: pathlib.Path, what: str) -> Iterator[h5py.File]:
+    """Open a temporary HDF5 file next to `path`; rename it onto `path` on success.
+
+    On any exception the temporary file is removed and the exception propagates, so
+    `path` either keeps its previous content or does not exist.
+    """
+    parent = path.parent
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"Cannot write the {what} to '{path}': it is a directory. Pass a file "
+            f"name, e.g. '{path / 'run.h5'}'."
+        )
+    if not parent.is_dir():
+        raise FileNotFoundError(
+            f"Cannot write the {what} to '{path}': the directory '{parent}' does not "
+            f"exist. Create it first: `pathlib.Path({str(parent)!r})"
+            ".mkdir(parents=True)`."
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise type(err)(
+            err.errno,
+            f"Cannot write the {what} to '{path}': cannot create a file in "
+            f"'{parent}' ({err.strerror}).",
+        ) from err
+    try:
+        os.close(fd)
+        with h5py.File(tmp, "w", libver=_LIBVER) as file:
+            yield file
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
