@@ -176,7 +176,8 @@ class Poisson2D(_Builtin):
 
 
 def _advection_residual(u, x, c: float):
-    return diff.derivative(u, x, 0) + c * diff.derivative(u, x, 1)
+    _, u_t, u_x = diff.partials(u, x, [(0,), (1,)])
+    return u_t + c * u_x
 
 
 def _sin_x(x):
@@ -250,8 +251,7 @@ class Advection1D(_Builtin):
 
 
 def _allen_cahn_residual(u, x, diffusion: float, rate: float):
-    value, _, u_xx = diff.derivatives(u, x, 1, 2)
-    u_t = diff.derivative(u, x, 0)
+    value, u_t, u_xx = diff.partials(u, x, [(0,), (1, 1)])
     return u_t - diffusion * u_xx - rate * (value - value**3)
 
 
@@ -324,8 +324,7 @@ class AllenCahn1D(_Builtin):
 
 
 def _burgers_residual(u, x, nu: float):
-    value, u_x, u_xx = diff.derivatives(u, x, 1, 2)
-    u_t = diff.derivative(u, x, 0)
+    value, u_t, u_x, u_xx = diff.partials(u, x, [(0,), (1,), (1, 1)])
     return u_t + value * u_x - nu * u_xx
 
 
