@@ -8,6 +8,8 @@ the odd ones), Adam 1e-3, 500 full-batch steps (about 30 s on 2 CPU cores).
     python examples/image_regression.py --image astronaut --size 256 --linear dense \
         --norm batch --encoding none --steps 2000
     python examples/image_regression.py --image photo.png --size 256
+    python -m sciinr.distributed --processes 2 examples/image_regression.py \
+        --distributed
 
 Prints the final train and test PSNR. `--out` writes the HDF5 run file (read it with
 plain h5py or `sciinr.io.load_run`); `--plot` writes target | prediction | error panels
@@ -25,6 +27,8 @@ from _cli import (
     add_training_arguments,
     build_field,
     eval_every,
+    main_process,
+    mesh,
     parser as make_parser,
     print_metrics,
 )
@@ -115,16 +119,18 @@ def main(argv=None) -> int:
         steps_per_call=min(args.steps_per_call, args.steps),
         eval_every=eval_every(args),
         output=args.out,
+        mesh=mesh(args),
         progress=not args.no_progress,
         config=vars(args),
     )
-    if args.plot:
+    if args.plot and main_process():
         plot(args.plot, result, problem)
     print_metrics(result.metrics)
-    print(
-        f"train PSNR {result.metrics['psnr_train']:.2f} dB, "
-        f"test PSNR {result.metrics['psnr_test']:.2f} dB"
-    )
+    if main_process():
+        print(
+            f"train PSNR {result.metrics['psnr_train']:.2f} dB, "
+            f"test PSNR {result.metrics['psnr_test']:.2f} dB"
+        )
     return 0
 
 

@@ -2,6 +2,12 @@
 
 from . import pinn as pinn
 from .image import ImageRegression as ImageRegression
+from .operator import (
+    Antiderivative as Antiderivative,
+    DiffusionReaction as DiffusionReaction,
+    NonlinearODE as NonlinearODE,
+    Pendulum as Pendulum,
+)
 from .signals import (
     IMAGES as IMAGES,
     load_image as load_image,

@@ -6,6 +6,7 @@ here.
 """
 
 import os
+from typing import TypeGuard
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ import sciinr.nn
 from sciinr import AbstractProblem
 from sciinr.checks import check_finite_array, check_positive_int, resolve_option
 from sciinr.metrics import psnr
+from sciinr.nn import AbstractGridField
 
 from .signals import (
     _center_crop,
@@ -99,6 +101,47 @@ def _grid_points(
     )
 
 
+_UNIT_SQUARE = ((0.0, 1.0), (0.0, 1.0))
+
+
+def _is_grid_field(field: eqx.Module) -> TypeGuard[AbstractGridField]:
+    """Whether `field` renders whole grids ([`sciinr.nn.AbstractGridField`][]), after
+    checking that its domain is the unit square of the pixel coordinates."""
+    if not isinstance(field, AbstractGridField):
+        return False
+    domain = tuple(tuple(float(v) for v in pair) for pair in field.domain)
+    if domain != _UNIT_SQUARE:
+        raise ValueError(
+            f"`field` is defined on `domain` {field.domain}, but ImageRegression "
+            "places pixel (i, j) of an N x N image at (i/N, j/N) in the unit square. "
+            "Build the field with `domain=((0, 1), (0, 1))`."
+        )
+    return True
+
+
+def _render_values(
+    field: AbstractGridField,
+    shape: tuple[int, int],
+    offset: float,
+    channels: int,
+    what: str,
+    chunk_size: int | None = None,
+) -> Float[Array, "n c"]:
+    """`field.render_grid(shape, offset=offset)` as `(n, C)` values in row-major
+    order (the order of `_grid_points`); `what` names the grid in errors."""
+    try:
+        values = field.render_grid(shape, offset=offset, chunk_size=chunk_size)
+    except ValueError as err:
+        raise ValueError(f"The {what} grid is {shape[0]} x {shape[1]}: {err}") from None
+    if values.shape != (*shape, channels):
+        raise ValueError(
+            f"`field` must return {channels} value(s) per pixel (the image has "
+            f"{channels} channel(s)), got a rendered grid of shape {values.shape}. "
+            "Build the field with `out_size=problem.out_size`."
+        )
+    return values.reshape(shape[0] * shape[1], channels)
+
+
 def _predict_values(
     field: eqx.Module,
     coords: Float[Array, "n 2"],
@@ -147,6 +190,22 @@ class ImageRegression(AbstractProblem):
 
     `predict` renders the field on the evaluation grid: the $N \times N$ grid for
     `"fit"` and `"tancik"`, the $2N \times 2N$ grid for `"superres"`.
+
+    **Grid fields.** Every pixel set above is a regular grid: the training pixels
+    are the $N$-grid (`"fit"`, `"superres"`) or the $N/2$-grid (`"tancik"`, at
+    $i/(N/2)$), the test pixels the $2N$-grid (`"superres"`) or the $N/2$-grid
+    shifted by half a pixel (`"tancik"`). For a field that is a
+    [`sciinr.nn.AbstractGridField`][] (e.g. [`sciinr.nn.MultiHeadField`][]), the
+    full-batch loss, `evaluate` and `predict` therefore call
+    `field.render_grid(shape, offset=...)` on these grids instead of evaluating
+    the field per pixel; for a multi-head field that evaluates the shared body once
+    per local coordinate (the paper's joint input space). The values are the same
+    as per pixel (to float tolerance). The check is `isinstance(field,
+    AbstractGridField)` at trace time, so every other field takes the per-pixel
+    path unchanged. Such a field must be defined on the unit square
+    (`domain=((0, 1), (0, 1))`), and its grid constraints must fit the protocol's
+    grids (a multi-head field's `tiles` must divide them); with `batch_size` set,
+    the loss evaluates the sampled pixels per point.
 
     !!! warning
 
@@ -201,6 +260,7 @@ class ImageRegression(AbstractProblem):
     channels: int = eqx.field(static=True)
     train_shape: tuple[int, int] = eqx.field(static=True)
     test_shape: tuple[int, int] = eqx.field(static=True)
+    test_offset: float = eqx.field(static=True)
     batch_size: int | None = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
 
@@ -299,6 +359,8 @@ class ImageRegression(AbstractProblem):
         self.channels = source.shape[-1]
         self.train_shape = train[2]
         self.test_shape = test[2]
+        # The odd pixels (2i+1)/N are the (N/2)-grid shifted by half a pixel.
+        self.test_offset = 0.5 if protocol == "tancik" else 0.0
         self.batch_size = batch_size
         self.chunk_size = check_positive_int("chunk_size", chunk_size)
 
@@ -346,7 +408,10 @@ class ImageRegression(AbstractProblem):
         """The mean squared error of `field` on `batch`.
 
         The field is evaluated with [`sciinr.nn.apply`][], so batch-norm layers use
-        the statistics of the batch's coordinates.
+        the statistics of the batch's coordinates. For a
+        [`sciinr.nn.AbstractGridField`][] in full-batch training, the predictions
+        come from `field.render_grid` on the training grid instead (the same
+        values, and the same batch statistics).
 
         **Arguments:**
 
@@ -358,9 +423,14 @@ class ImageRegression(AbstractProblem):
         `(mse, {"mse": mse})`.
         """
         coords, values = batch
-        mse = jnp.mean(
-            jnp.square(_predict_values(field, coords, self.channels) - values)
-        )
+        if self.batch_size is None and _is_grid_field(field):
+            # The joint input space: the batch is the whole training grid.
+            pred = _render_values(
+                field, self.train_shape, 0.0, self.channels, "training"
+            )
+        else:
+            pred = _predict_values(field, coords, self.channels)
+        mse = jnp.mean(jnp.square(pred - values))
         return mse, {"mse": mse}
 
     def evaluate(self, field: eqx.Module) -> dict[str, Scalar]:
@@ -378,15 +448,37 @@ class ImageRegression(AbstractProblem):
 
         `{"psnr_train": ..., "psnr_test": ...}` in dB (`inf` for an exact fit). For
         `"fit"` the two are the same number.
+
+        **Raises:**
+
+        `ValueError` (at trace time) for a grid field that is not defined on the
+        unit square or cannot render the protocol's grids (e.g. `tiles` that do not
+        divide them).
         """
         field = sciinr.nn.freeze_statistics(field, self.train_coords)
         chunk = self.chunk_size
-        train = _predict_values(field, self.train_coords, self.channels, chunk)
+        grid = _is_grid_field(field)
+        if grid:
+            train = _render_values(
+                field, self.train_shape, 0.0, self.channels, "training", chunk
+            )
+        else:
+            train = _predict_values(field, self.train_coords, self.channels, chunk)
         psnr_train = psnr(train, self.train_values)
         if self.protocol == "fit":
             psnr_test = psnr_train
         else:
-            test = _predict_values(field, self.test_coords, self.channels, chunk)
+            if grid:
+                test = _render_values(
+                    field,
+                    self.test_shape,
+                    self.test_offset,
+                    self.channels,
+                    "test",
+                    chunk,
+                )
+            else:
+                test = _predict_values(field, self.test_coords, self.channels, chunk)
             psnr_test = psnr(test, self.test_values)
         return {"psnr_train": psnr_train, "psnr_test": psnr_test}
 
@@ -407,8 +499,18 @@ class ImageRegression(AbstractProblem):
         """
         field = sciinr.nn.freeze_statistics(field, self.train_coords)
         height, width = self.render_shape
-        coords, _ = sciinr.grid((height, width), dtype=self.target.dtype)
-        values = _predict_values(field, coords, self.channels, self.chunk_size)
+        if _is_grid_field(field):
+            values = _render_values(
+                field,
+                (height, width),
+                0.0,
+                self.channels,
+                "prediction",
+                self.chunk_size,
+            )
+        else:
+            coords, _ = sciinr.grid((height, width), dtype=self.target.dtype)
+            values = _predict_values(field, coords, self.channels, self.chunk_size)
         return {
             "image": values.reshape(height, width, self.channels),
             "target": self.target,

@@ -2,7 +2,14 @@
 
 import importlib.metadata
 
-from . import checks as checks, diff as diff, io as io, metrics as metrics, nn as nn
+from . import (
+    checks as checks,
+    diff as diff,
+    distributed as distributed,
+    io as io,
+    metrics as metrics,
+    nn as nn,
+)
 from ._grid import grid as grid
 from ._problem import AbstractProblem as AbstractProblem
 from ._trainer import (

@@ -6,36 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .checks import check_positive_int, check_real
-
-
-def _check_domain(
-    domain: Sequence[Sequence[float]] | None, ndim: int
-) -> list[tuple[float, float]]:
-    if domain is None:
-        return [(0.0, 1.0)] * ndim
-    try:
-        bounds = [tuple(pair) for pair in domain]
-    except TypeError:
-        raise TypeError(
-            f"`domain` must be a sequence of (low, high) pairs, one per axis, got "
-            f"{domain!r}."
-        ) from None
-    if len(bounds) != ndim or any(len(pair) != 2 for pair in bounds):
-        raise ValueError(
-            f"`domain` must hold one (low, high) pair per axis of `shape` ({ndim}), "
-            f"got {domain!r}."
-        )
-    out = []
-    for axis, (low, high) in enumerate(bounds):
-        low = check_real(f"domain[{axis}][0]", low)
-        high = check_real(f"domain[{axis}][1]", high)
-        if not high > low:
-            raise ValueError(
-                f"`domain[{axis}]` must have low < high, got ({low}, {high})."
-            )
-        out.append((low, high))
-    return out
+from .checks import check_domain, check_positive_int
 
 
 def grid(
@@ -82,7 +53,10 @@ def grid(
     sizes = [check_positive_int(f"shape[{i}]", n) for i, n in enumerate(shape)]
     if not sizes:
         raise ValueError("`shape` must have at least one axis, got ().")
-    bounds = _check_domain(domain, len(sizes))
+    if domain is None:
+        bounds = [(0.0, 1.0)] * len(sizes)
+    else:
+        bounds = check_domain("domain", domain, len(sizes))
     dtype = jnp.result_type(float) if dtype is None else dtype
     axes = []
     for axis, (n, (low, high)) in enumerate(zip(sizes, bounds)):

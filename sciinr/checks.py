@@ -119,3 +119,48 @@ def check_coords(name: str, xs: Any, in_size: int | None) -> None:
         elif len(shape) == 2 and in_size is not None and shape[0] == in_size:
             hint = f" Did you pass the transpose? Use `{name}.T`."
         raise ValueError(f"`{name}` must have shape {expected}, got {shape}.{hint}")
+
+
+def check_domain(
+    name: str, domain: Any, ndim: int, *, hint: str = ""
+) -> list[tuple[float, float]]:
+    """Check a box domain: `ndim` pairs `(low, high)` of finite reals with `low < high`.
+
+    **Arguments:**
+
+    - `name`: the argument's name, for the messages.
+    - `domain`: a sequence of `(low, high)` pairs, one per axis.
+    - `ndim`: the number of axes expected.
+    - `hint`: appended to the message when the number of pairs is wrong.
+
+    **Returns:**
+
+    The pairs as a list of `(float, float)` tuples.
+
+    **Raises:**
+
+    `TypeError` when `domain` is not a sequence of pairs; `ValueError` for the wrong
+    number of pairs, non-finite bounds or `low >= high`.
+    """
+    try:
+        pairs = [tuple(pair) for pair in domain]
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be a sequence of (low, high) pairs, one per axis, got "
+            f"{domain!r}."
+        ) from None
+    if len(pairs) != ndim or any(len(pair) != 2 for pair in pairs):
+        raise ValueError(
+            f"`{name}` must hold one (low, high) pair per axis ({ndim}), got "
+            f"{domain!r}.{hint}"
+        )
+    out = []
+    for axis, (low, high) in enumerate(pairs):
+        low = check_real(f"{name}[{axis}][0]", low)
+        high = check_real(f"{name}[{axis}][1]", high)
+        if not high > low:
+            raise ValueError(
+                f"`{name}[{axis}]` must have low < high, got ({low}, {high})."
+            )
+        out.append((low, high))
+    return out

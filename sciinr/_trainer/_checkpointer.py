@@ -3,12 +3,12 @@
 import math
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from ..io import save_checkpoint
 from . import _compiled
 from ._errors import non_finite
+from ._multihost import barrier, fetch
 from ._settings import Settings
 from ._state import TrainState
 
@@ -52,7 +52,7 @@ class Checkpointer:
                     jnp.asarray(step),
                     settings.data_sharding,
                 )
-            upcoming = {k: float(v) for k, v in jax.device_get(upcoming).items()}
+            upcoming = {k: float(v) for k, v in fetch(upcoming).items()}
             bad = [name for name, v in upcoming.items() if not math.isfinite(v)]
             if bad:
                 term = next((name for name in bad if name != "loss"), "loss")
@@ -65,4 +65,5 @@ class Checkpointer:
             history=state.history.arrays(),
             meta={"config": self.config},
         )
+        barrier("sciinr checkpoint written")  # only process 0 writes it
         self.last = step

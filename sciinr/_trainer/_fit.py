@@ -13,12 +13,10 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import equinox as eqx
 import jax
-import jax.tree_util as jtu
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 
 from .._problem import AbstractProblem
@@ -27,6 +25,14 @@ from . import _compiled
 from ._checkpointer import Checkpointer
 from ._history import Progress
 from ._loop import to_floats, train
+from ._multihost import (
+    barrier,
+    check_same,
+    fetch,
+    local,
+    process_count,
+    replicate,
+)
 from ._settings import auto_mesh, check_problem, make_settings
 from ._state import init_or_resume, place
 
@@ -123,11 +129,17 @@ def fit(
       (bit for bit on CPU).
     - `output`: write the HDF5 run file ([`sciinr.io.save_run`][]) here at the end.
     - `mesh`: a 1-D `jax.sharding.Mesh` for data parallelism: every batch leaf is
-      sharded over the mesh on its leading axis, parameters, optimizer state and
-      problem data are replicated. The same code runs on one CPU, several GPUs or
-      several hosts (after `jax.distributed.initialize()`; every process builds the
-      same problem and field, and only process 0 writes files).
-    - `progress`: print a progress line (loss, steps/s, ETA) to stderr.
+      sharded over the mesh on its leading axis (each device draws only its share),
+      parameters, optimizer state and problem data are replicated. The same code
+      runs on one CPU, several GPUs or several processes and hosts: after
+      [`sciinr.distributed.initialize`][], pass a mesh over `jax.devices()` (all
+      processes' devices) and call `fit` identically on every process. Every process
+      builds the same problem and field and passes the same `key` (checked: a
+      `ValueError` names the first array that differs); only process 0 writes the
+      checkpoint and the run file; a resumed run restores on every process from the
+      shared checkpoint. See the "Scaling out" guide.
+    - `progress`: print a progress line (loss, steps/s, ETA) to stderr (on process 0
+      only, in a multi-process run).
     - `matmul_precision`: passed to `jax.default_matmul_precision` while compiling,
       e.g. `"tensorfloat32"` on GPUs; `None` keeps JAX's default.
     - `config`: a JSON-serialisable dict (e.g. the command-line arguments) stored in
@@ -140,8 +152,11 @@ def fit(
     **Raises:**
 
     - `sciinr.NonFiniteLossError` if a loss term becomes NaN or inf; it names the step
-      and the term. The last checkpoint written before (if any) is kept.
-    - `ValueError` / `TypeError` for invalid arguments.
+      and the term. The last checkpoint written before (if any) is kept. (In a
+      multi-process run every process raises it, at the same step: the loss is
+      reduced over the whole batch and replicated.)
+    - `ValueError` / `TypeError` for invalid arguments, and when the processes of a
+      multi-process run do not hold the same problem, field, key or checkpoint.
     """
     settings = make_settings(
         problem,
@@ -162,7 +177,9 @@ def fit(
     state = init_or_resume(problem, field, optimizer, key, settings)
     state, problem = place(state, problem, settings.mesh)
     checkpointer = Checkpointer(settings, config, start=state.step)
-    bar = Progress(settings.steps, state.step, settings.progress, sys.stderr)
+    # One progress line per run, not one per process.
+    show = settings.progress and jax.process_index() == 0
+    bar = Progress(settings.steps, state.step, show, sys.stderr)
     try:
         state, metrics, evaluated_at = train(
             problem, optimizer, state, settings, checkpointer, bar
@@ -184,15 +201,16 @@ def fit(
             field,
             history=history,
             metrics=metrics,
-            predictions=jax.device_get(predictions),
+            predictions=fetch(predictions),
             coordinates={
-                name: jax.device_get(axis)  # in order: dict pytrees sort keys
+                name: fetch(axis)  # in order: dict pytrees sort their keys
                 for name, axis in problem.coordinates().items()
             },
             config=config,
             problem=type(problem).__qualname__,
             seed=config.get("seed"),
         )
+        barrier("sciinr run file written")  # only process 0 writes it
     return FitResult(
         field=field,
         opt_state=state.opt_state,
@@ -213,6 +231,11 @@ def evaluate(
     over its devices ([`sciinr.nn.apply`][] reads the mesh from the `jax.set_mesh`
     context that this sets) and the problem's data replicated over it.
 
+    In a multi-process run (`jax.distributed`), calling it with the `mesh` of the
+    run is collective: every process must call it. Without a `mesh`, each process
+    evaluates alone on its own devices, with its copy of a field that `fit` returned
+    replicated over the processes (e.g. on process 0 only, to render a figure).
+
     **Returns:**
 
     The metrics, as Python floats.
@@ -220,7 +243,7 @@ def evaluate(
     check_problem(problem)
     mesh = auto_mesh(mesh)
     with _on_mesh(mesh):
-        problem, field = _replicate((problem, field), mesh)
+        problem, field = _place((problem, field), mesh)
         return to_floats(_compiled.evaluate(problem, field))
 
 
@@ -229,13 +252,14 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """`problem.predict(field)`, compiled once and shared with [`sciinr.fit`][].
 
-    As [`sciinr.evaluate`][]; returns the predictions as NumPy arrays on the host.
+    As [`sciinr.evaluate`][]; returns the predictions as NumPy arrays on the host
+    (gathered from every process when `mesh` spans several).
     """
     check_problem(problem)
     mesh = auto_mesh(mesh)
     with _on_mesh(mesh):
-        problem, field = _replicate((problem, field), mesh)
-        predictions = jax.device_get(_compiled.predict(problem, field))
+        problem, field = _place((problem, field), mesh)
+        predictions = fetch(_compiled.predict(problem, field))
     return {name: np.asarray(value) for name, value in predictions.items()}
 
 
@@ -243,10 +267,10 @@ def _on_mesh(mesh: Mesh | None):
     return contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh)
 
 
-def _replicate(tree: PyTree, mesh: Mesh | None) -> PyTree:
+def _place(tree: PyTree, mesh: Mesh | None) -> PyTree:
+    """Replicated over `mesh`; without one, on this process's devices only."""
     if mesh is None:
-        return tree
-    replicated = NamedSharding(mesh, PartitionSpec())
-    return jtu.tree_map(
-        lambda x: jax.device_put(x, replicated) if eqx.is_array(x) else x, tree
-    )
+        return local(tree)
+    if process_count(mesh) > 1:
+        check_same(tree, "problem or field")
+    return replicate(tree, mesh)

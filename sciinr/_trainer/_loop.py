@@ -5,7 +5,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -14,12 +13,13 @@ from . import _compiled
 from ._checkpointer import Checkpointer
 from ._errors import non_finite
 from ._history import Progress
+from ._multihost import fetch
 from ._settings import Settings
 from ._state import TrainState
 
 
 def to_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {name: float(value) for name, value in jax.device_get(metrics).items()}
+    return {name: float(value) for name, value in fetch(metrics).items()}
 
 
 class _Recorder:
@@ -36,7 +36,7 @@ class _Recorder:
         """Record one chunk (the loop's only host sync).
 
         Returns the chunk's last loss and its steps per second."""
-        loss, terms, hyper, state_scalars, finite = jax.device_get(outputs)
+        loss, terms, hyper, state_scalars, finite = fetch(outputs)
         now = time.perf_counter()
         rate = length / max(now - self.t_last, 1e-9)
         self.t_last = now

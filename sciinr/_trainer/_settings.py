@@ -15,6 +15,7 @@ from jaxtyping import PRNGKeyArray
 
 from .._problem import AbstractProblem
 from ..checks import check_positive_int
+from ._multihost import process_count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Settings:
             "eval_every": self.eval_every,
             "checkpoint_every": self.checkpoint_every,
             "devices": 1 if self.mesh is None else int(self.mesh.size),
+            "processes": process_count(self.mesh),
             "matmul_precision": self.matmul_precision,
         }
 

@@ -4,17 +4,18 @@ import dataclasses
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 
 from .._problem import AbstractProblem
 from ..io import load_checkpoint
 from ..nn import trainable
 from ._history import History
+from ._multihost import check_same, process_count, replicate
 from ._settings import Settings
 
 
@@ -113,17 +114,34 @@ def place(
     state: TrainState, problem: AbstractProblem, mesh: Mesh | None
 ) -> tuple[TrainState, AbstractProblem]:
     """Copy the state's arrays (so that donating them never invalidates the
-    caller's) and, on a mesh, replicate them and the problem's data over it."""
+    caller's) and, on a mesh, replicate them and the problem's data over it.
+
+    On a mesh that spans several processes, the replicated arrays are built on each
+    process from its own host copy (never a cross-process transfer), after checking
+    that every process holds the same values and step (`ValueError` otherwise).
+    """
     arrays = (state.params, state.opt_state, state.problem_state)
     params, opt_state, problem_state = jtu.tree_map(jnp.copy, arrays)
     static, key = state.static, state.key
     if mesh is not None:
-        # `device_put` (not a jitted reshard) also moves arrays that are committed to
-        # one device, such as a restored checkpoint's.
-        replicated = NamedSharding(mesh, PartitionSpec())
-        params, opt_state, problem_state, static, problem, key = jtu.tree_map(
-            lambda x: jax.device_put(x, replicated) if eqx.is_array(x) else x,
-            (params, opt_state, problem_state, static, problem, key),
+        if process_count(mesh) > 1:
+            check_same(
+                {
+                    "step": np.asarray(state.step),
+                    "field": (state.params, static),
+                    "opt_state": state.opt_state,
+                    "problem_state": state.problem_state,
+                    "key": key,
+                    "problem": problem,
+                },
+                "training state or problem",
+                "Every process must build the same problem and field, pass the same "
+                "`key` (the same seed on every process, not one per process) and, "
+                "with `resume=True`, read the same checkpoint (on a file system that "
+                "every process sees).",
+            )
+        params, opt_state, problem_state, static, problem, key = replicate(
+            (params, opt_state, problem_state, static, problem, key), mesh
         )
     placed = dataclasses.replace(
         state,

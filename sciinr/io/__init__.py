@@ -1,5 +1,6 @@
 """HDF5 run files and checkpoints, readable with plain `h5py`."""
 
+from ._atomic import atomic_h5 as atomic_h5
 from ._checkpoint import (
     Checkpoint as Checkpoint,
     CheckpointError as CheckpointError,

@@ -25,12 +25,34 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_h5(path: pathlib.Path, what: str) -> Iterator[h5py.File]:
-    """Open a temporary HDF5 file next to `path`; rename it onto `path` on success.
+def atomic_h5(path: PathLike, what: str = "file") -> Iterator[h5py.File]:
+    """Write an HDF5 file atomically: never a half-written file at `path`.
 
-    On any exception the temporary file is removed and the exception propagates, so
-    `path` either keeps its previous content or does not exist.
+    Opens a temporary HDF5 file next to `path` for writing and yields it; when the
+    block ends without an exception the file is flushed to disk (`fsync`) and renamed
+    onto `path` (`os.replace`, atomic on POSIX file systems). On any exception the
+    temporary file is removed and the exception propagates, so `path` either keeps
+    its previous content or does not exist. [`sciinr.io.save_run`][] and the
+    checkpoints write through this; use it for HDF5 files of your own.
+
+    **Arguments:**
+
+    - `path`: the file to write; its directory must exist.
+    - `what`: what the file is, for error messages (`"run file"`, `"cache file"`).
+
+    **Raises:**
+
+    `IsADirectoryError`, `FileNotFoundError` (the directory does not exist) or
+    `PermissionError`, naming the path, before anything is written.
+
+    !!! example
+
+        ```python
+        with sciinr.io.atomic_h5("table.h5", "table") as f:
+            f.create_dataset("x", data=np.arange(10))
+        ```
     """
+    path = pathlib.Path(path)
     parent = path.parent
     if path.is_dir():
         raise IsADirectoryError(

@@ -1,12 +1,14 @@
 """Field representations: per-point Equinox modules and the batched `apply`."""
 
 from ._activation import ACTIVATIONS as ACTIVATIONS
+from ._deeponet import DeepONet as DeepONet
 from ._encoding import (
     AbstractEncoding as AbstractEncoding,
     FourierFeatures as FourierFeatures,
     PositionalEncoding as PositionalEncoding,
 )
 from ._field import AbstractField as AbstractField, apply as apply, COORDS as COORDS
+from ._grid_field import AbstractGridField as AbstractGridField
 from ._init import glorot_normal as glorot_normal
 from ._linear import (
     FactorizedLinear as FactorizedLinear,
@@ -16,6 +18,11 @@ from ._linear import (
     make_linear as make_linear,
 )
 from ._mlp import CoordinateMLP as CoordinateMLP
+from ._multihead import (
+    HEADS as HEADS,
+    MultiHeadBody as MultiHeadBody,
+    MultiHeadField as MultiHeadField,
+)
 from ._norm import (
     CoordinateBatchNorm as CoordinateBatchNorm,
     freeze_statistics as freeze_statistics,
