@@ -32,6 +32,8 @@ from _cli import (
     add_training_arguments,
     build_field,
     eval_every,
+    main_process,
+    mesh,
     parser as make_parser,
     print_metrics,
 )
@@ -46,12 +48,23 @@ from sciinr.nn import CoordinateMLP, FourierFeatures, PeriodicEmbedding
 # deviation of the Fourier frequencies in cycles per unit (jaxpi's `embed_scale` is
 # in radians: sigma = embed_scale / 2 pi).
 DEFAULTS = {
-    "poisson": dict(steps=2000, collocation=1024, sigma=0.5, decay_steps=500),
-    "helmholtz": dict(steps=3000, collocation=2048, sigma=1.0, decay_steps=600),
+    "poisson": dict(
+        steps=2000, collocation=1024, sigma=0.5, decay_steps=500, width=128, depth=3
+    ),
+    "helmholtz": dict(
+        steps=1500, collocation=1024, sigma=1.0, decay_steps=300, width=128, depth=3,
+        weights_every=500,
+    ),
     "allen_cahn": dict(steps=1000, collocation=1024, sigma=0.3, decay_steps=1000),
     "advection": dict(steps=1000, collocation=1024, sigma=0.16, decay_steps=1000),
     "burgers": dict(steps=1000, collocation=1024, sigma=0.5, decay_steps=1000),
-}
+}  # fmt: skip
+for _settings in DEFAULTS.values():
+    _settings.setdefault("width", 256)
+    _settings.setdefault("depth", 4)
+    _settings.setdefault("weights_every", 1000)
+# jaxpi's networks (4 x 256) and grad-norm refresh (every 1000 steps) for every PDE.
+_PAPER_NETWORK = dict(width=256, depth=4, weights_every=1000)
 PAPER = {
     "poisson": dict(steps=100_000, collocation=8192, decay_steps=5000),
     "helmholtz": dict(steps=100_000, collocation=8192, decay_steps=5000),
@@ -63,6 +76,8 @@ PAPER = {
     ),
     "burgers": dict(steps=200_000, collocation=8192, decay_steps=2000),
 }
+for _settings in PAPER.values():
+    _settings.update(_PAPER_NETWORK)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -81,7 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     pinn.add_argument(
         "--weighting", default="grad_norm", choices=["grad_norm", "fixed"]
     )
-    pinn.add_argument("--weights-every", type=int, default=1000)
+    pinn.add_argument(
+        "--weights-every", type=int, default=None, help="grad-norm refresh period"
+    )
     pinn.add_argument("--weights-momentum", type=float, default=0.9)
     pinn.add_argument(
         "--causal-eps", type=float, default=1.0, help="causal epsilon (>= 0)"
@@ -110,7 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="the published budget of the jaxpi guide (GPU; hours on CPU)",
     )
     add_field_arguments(
-        parser, activation="tanh", features=128, sigma=None, width=256, depth=4
+        parser, activation="tanh", features=128, sigma=None, width=None, depth=None
     )
     add_training_arguments(parser, steps=None, lr=1e-3, steps_per_call=100)
     args = parser.parse_args(argv)
@@ -122,7 +139,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.sigma is None:
         args.sigma = DEFAULTS[args.pde]["sigma"]
-    for name in ("steps", "collocation", "chunks", "weights_every", "decay_steps"):
+    for name in (
+        "steps", "collocation", "chunks", "weights_every", "decay_steps", "width",
+        "depth",
+    ):  # fmt: skip
         if getattr(args, name) <= 0:
             parser.error(f"argument --{name.replace('_', '-')}: must be > 0")
     if args.causal_eps < 0 or not math.isfinite(args.causal_eps):
@@ -283,13 +303,14 @@ def main(argv=None) -> int:
     field_key, fit_key, lbfgs_key = jr.split(jr.key(args.seed), 3)
     problem = build_problem(args)
     field = build_pinn_field(args, problem, field_key)
-    print(
-        f"{type(problem).__name__}: terms {list(problem.term_names)}, "
-        f"{args.collocation} collocation points, "
-        f"{sciinr.nn.num_parameters(field):,} parameters"
-        + (" (--paper: the published budget; hours on a CPU)" if args.paper else ""),
-        file=sys.stderr,
-    )
+    if main_process():
+        paper = " (--paper: the published budget; hours on a CPU)" if args.paper else ""
+        print(
+            f"{type(problem).__name__}: terms {list(problem.term_names)}, "
+            f"{args.collocation} collocation points, "
+            f"{sciinr.nn.num_parameters(field):,} parameters{paper}",
+            file=sys.stderr,
+        )
     stages = args.lbfgs_steps > 0
     config = vars(args)
     steps_per_call = min(args.steps_per_call, args.steps)
@@ -302,6 +323,7 @@ def main(argv=None) -> int:
         steps_per_call=steps_per_call,
         eval_every=eval_every(args),
         output=None if stages else args.out,
+        mesh=mesh(args),
         progress=not args.no_progress,
         config=config,
     )
@@ -320,16 +342,18 @@ def main(argv=None) -> int:
             steps_per_call=lbfgs_per_call,
             eval_every=lbfgs_per_call if args.plot else None,
             output=args.out,
+            mesh=mesh(args),
             progress=not args.no_progress,
             config={**config, "adam_metrics": adam.metrics},
         )
         results.append(lbfgs)
         problem = fixed
     metrics = results[-1].metrics
-    if args.plot:
+    if args.plot and main_process():
         plot(args.plot, results, problem, metrics)
     print_metrics(metrics)
-    print(f"rel. L2 error {metrics['rel_l2']:.3e}")
+    if main_process():
+        print(f"rel. L2 error {metrics['rel_l2']:.3e}")
     return 0
 
 
