@@ -1,5 +1,6 @@
 """Built-in problems for `sciinr.fit`: what to fit (images, CT, PDEs, operators)."""
 
+from . import pinn as pinn
 from .ct import ComputedTomography as ComputedTomography
 from .image import ImageRegression as ImageRegression
 from .operator import (

@@ -27,10 +27,13 @@ of `f` per point instead of the nested reverse passes of `jax.grad(jax.grad(f))`
 - mixed partials such as $u_{xt}$ by nesting those: the axis of highest order
   innermost, the others by forward mode over it.
 
-A function that uses a primitive with no Taylor rule (`jax.experimental.jet` covers
-the usual elementwise functions, `tanh`, `sin`, `exp`, `log`, `erf`, matrix products,
-reductions, ...; not e.g. `tan`, `lax.optimization_barrier` or control flow) is
-differentiated with nested `jax.jvp` in Taylor mode: same values.
+In Taylor mode, a function that `jax.experimental.jet` cannot expand is
+differentiated with nested `jax.jvp` instead (same values): one with a primitive that
+has no Taylor rule (`jet` covers the usual elementwise functions, `tanh`, `sin`,
+`exp`, `log`, `erf`, matrix products, reductions, ...; not e.g. `tan`,
+`lax.optimization_barrier` or control flow), or one that calls a `jax.custom_jvp`
+function (`jax.nn.relu`, `jax.nn.softplus`, ...), which `jet` does not support in
+current JAX.
 
 !!! warning "Batch normalization"
 
@@ -52,7 +55,15 @@ from jax.experimental import jet as jax_jet
 from jaxtyping import Array, Float
 
 
-__all__ = ["derivative", "derivatives", "divergence", "grad", "laplacian", "MODES"]
+__all__ = [
+    "derivative",
+    "derivatives",
+    "divergence",
+    "grad",
+    "laplacian",
+    "MODES",
+    "partials",
+]
 
 Point = Float[Array, " d"]
 Mode = Literal["auto", "jvp", "taylor"]
@@ -169,42 +180,93 @@ def _multi_index(axis, order, d: int) -> dict[int, int]:
 # ------------------------------------------------------------------------------------
 
 
-def _is_missing_rule(err: KeyError) -> bool:
-    """Whether `err` is `jet`'s "no Taylor rule for this primitive"."""
-    return bool(err.args) and isinstance(err.args[0], jax.extend.core.Primitive)
+def _jet_cannot(err: Exception) -> bool:
+    """Whether `err` is one of `jet`'s limitations (not a bug in `f`): a primitive
+    with no Taylor rule (a `KeyError` naming the primitive), or a `jax.custom_jvp`
+    function (`jax.nn.relu`, `jax.nn.softplus`, ...), whose traced body `jet` leaks
+    in this JAX version (an `UnexpectedTracerError`)."""
+    if isinstance(err, KeyError):
+        return bool(err.args) and isinstance(err.args[0], jax.extend.core.Primitive)
+    return isinstance(err, jax.errors.UnexpectedTracerError)
+
+
+def _partials_fn(
+    f: Callable, d: int, requested: Sequence[tuple[int, ...]]
+) -> Callable[[Array], dict[tuple[int, ...], Array]]:
+    """`y -> {multi-index: partial}` for the `requested` multi-indices (sorted axis
+    tuples, `()` for the value), computed in ONE trace.
+
+    Level `k` linearizes level `k - 1` (a function returning every needed partial of
+    order `k - 1`) once and applies the linear map to each direction needed at order
+    `k`. So the value and the lower orders are computed once and shared: a residual
+    needing `u`, `u_t` and `u_xx` runs the network's value through one path only,
+    forward and, when a loss is differentiated, backward. (Separate `jvp` calls
+    would each carry their own copy of the value path; XLA merges the forward copies
+    but not their transposes: measured 30 % slower for the gradient of an
+    Allen-Cahn residual, see `benchmarks/pinn.py`.) Tangents nobody asked for (`u_tx`
+    here) are dead code and removed by XLA.
+    """
+    basis = lambda i, y: jnp.zeros((d,), y.dtype).at[i].set(1)
+    top = max(len(a) for a in requested)
+
+    def level(k: int) -> Callable:
+        if k == 0:
+            return lambda y: {(): f(y)}
+        previous = level(k - 1)
+        needed = sorted({a[:k] for a in requested if len(a) >= k})
+
+        def g(y):
+            values, linear = jax.linearize(previous, y)
+            out = dict(values)
+            for i in sorted({a[-1] for a in needed}):
+                tangents = linear(basis(i, y))
+                for a in needed:
+                    if a[-1] == i:
+                        out[a] = tangents[a[:-1]]
+            return out
+
+        return g
+
+    return level(top)
+
+
+def _partials(
+    f: Callable, x: Array, requested: Sequence[tuple[int, ...]]
+) -> list[Array]:
+    """`[∂^a f(x) for a in requested]` from one trace (see `_partials_fn`)."""
+    requested = [tuple(sorted(a)) for a in requested]
+    values = _partials_fn(f, x.shape[0], requested)(x)
+    return [values[a] for a in requested]
 
 
 def _nested_jvp(f: Callable, x: Array, v: Array, order: int) -> list[Array]:
-    """`[f, D_v f, ..., D_v^order f]` at `x` by nested `jax.jvp` along `v`.
+    """`[f, D_v f, ..., D_v^order f]` at `x` by nested forward mode along `v`, in one
+    trace (`_partials_fn` along the direction `v`).
 
-    Written naively this is $2^n$ tangent evaluations; but every nesting level
-    differentiates along the same `v`, so the tangents of the inner levels are the
-    same computations, and XLA's common-subexpression elimination leaves about the
-    $n + 1$ distinct Taylor terms of a Taylor-mode pass. Measured on CPU for a
-    4 x 256 tanh MLP (see `benchmarks/pinn.py`), this is faster than
-    `jax.experimental.jet` at every order up to 8, whose rule for matrix products
-    multiplies by the (zero) Taylor terms of the weights as well.
+    Written naively this is $2^n$ tangent evaluations, but every level
+    differentiates along the same `v`: the inner tangents repeat each other, and
+    XLA's common-subexpression elimination leaves about the $n + 1$ distinct Taylor
+    terms. Measured on CPU for a 4 x 256 tanh MLP (`benchmarks/pinn.py`), this is
+    faster than `jax.experimental.jet` at every order up to 8: `jet`'s rule for
+    matrix products also multiplies by the (zero) Taylor terms of the weights.
     """
-    terms = [f(x)]
-    g = f
-    for _ in range(order):
-        g = (lambda h: lambda y: jax.jvp(h, (y,), (v,))[1])(g)
-        terms.append(g(x))
-    return terms
+    g = lambda s: f(x + s[0] * v)  # along the line x + s v
+    s0 = jnp.zeros((1,), x.dtype)
+    return _partials(g, s0, [(0,) * k for k in range(order + 1)])
 
 
 def _jet_taylor(f: Callable, x: Array, v: Array, order: int) -> list[Array]:
     """`[f, D_v f, ..., D_v^order f]` at `x` in one Taylor-mode pass (`jet`).
 
     The input series `(v, 0, ..., 0)` is the straight line `x + s v`; `jet` returns
-    derivatives (it scales by the factorials). A primitive without a Taylor rule
-    (e.g. `tan`, `lax.optimization_barrier`) falls back to nested `jax.jvp`.
+    derivatives (it scales by the factorials). Where `jet` cannot differentiate `f`
+    (see `_jet_cannot`), this falls back to nested `jax.jvp`.
     """
     zeros = jnp.zeros_like(x)
     try:
         primal, series = jax_jet.jet(f, (x,), ((v,) + (zeros,) * (order - 1),))
-    except KeyError as err:
-        if not _is_missing_rule(err):
+    except (KeyError, jax.errors.UnexpectedTracerError) as err:
+        if not _jet_cannot(err):
             raise
         return _nested_jvp(f, x, v, order)
     return [primal, *series]
@@ -303,14 +365,11 @@ def derivative(
     index = {a: n for a, n in _multi_index(axis, order, d).items() if n > 0}
     if not index:
         return f(x)
-    return _mixed(f, x, sorted(index.items(), key=lambda item: item[1]), mode)
-
-
-def _mixed(f: Callable, x: Array, index: list[tuple[int, int]], mode: str) -> Array:
-    """`index` is sorted by increasing order: the last (highest) runs innermost."""
-    (axis, order), rest = index[0], index[1:]
-    g = (lambda y: _mixed(f, y, rest, mode)) if rest else f
-    return _taylor(g, x, _basis(x, (axis,))[0], order, mode)[-1]
+    if len(index) == 1:
+        ((axis, order),) = index.items()
+        return _taylor(f, x, _basis(x, (axis,))[0], order, mode)[-1]
+    multi = tuple(a for a, n in sorted(index.items()) for _ in range(n))
+    return _partials(f, x, [multi])[0]
 
 
 def derivatives(
@@ -359,6 +418,61 @@ def derivatives(
     max_order = _check_order(max_order, "max_order")
     mode = _check_mode(mode)
     return jnp.stack(_taylor(f, x, _basis(x, (axis,))[0], max_order, mode))
+
+
+def partials(
+    f: Callable[[Point], Array],
+    x: Point,
+    partials: Sequence[int | Sequence[int]],
+) -> tuple[Array, ...]:
+    r"""The value of `f` and several partial derivatives at one point, in one pass.
+
+    Each entry of `partials` is a multi-index written as the axes to differentiate
+    along, one entry per derivative: `(0,)` for $\partial_0 f$, `(1, 1)` for
+    $\partial_1^2 f$, `(0, 1, 1)` for $\partial_0 \partial_1^2 f$ (an int is one
+    first derivative). They are computed in ONE trace of nested
+    `jax.linearize`s, so the value and the lower orders are computed once and shared
+    by all of them (see `_partials_fn`): the cheapest way to write a residual that
+    needs several derivatives, especially when the residual is differentiated again
+    with respect to the parameters.
+
+    ```python
+    u, u_t, u_xx = partials(u_fn, x, [(0,), (1, 1)])
+    u, u_xx, u_yy = partials(u_fn, x, [(1, 1), (2, 2)])      # u(t, x, y)
+    ```
+
+    **Arguments:**
+
+    - `f`: a function of one point, `(d,) -> ()` or `(m,)`.
+    - `x`: the point, shape `(d,)`, floating dtype.
+    - `partials`: the multi-indices, a sequence of axis tuples (or ints).
+
+    **Returns:**
+
+    `(f(x), d_1, d_2, ...)`: the value and one array per multi-index, each with the
+    shape of `f(x)`.
+
+    **Raises:**
+
+    `ValueError`/`TypeError` naming the argument for a batch of points, a non-float
+    `x`, an empty `partials`, or axes out of range.
+    """
+    _check_callable(f)
+    d = _check_point(x)
+    if isinstance(partials, int | jnp.integer) or not isinstance(partials, Sequence):
+        raise TypeError(
+            "`partials` must be a sequence of multi-indices such as [(0,), (1, 1)], "
+            f"got {partials!r}."
+        )
+    if not partials:
+        raise ValueError("`partials` must name at least one derivative, got [].")
+    requested = []
+    for i, entry in enumerate(partials):
+        axes = (entry,) if isinstance(entry, int | jnp.integer) else tuple(entry)
+        requested.append(
+            tuple(_check_axis(a, d, f"partials[{i}][{j}]") for j, a in enumerate(axes))
+        )
+    return tuple(_partials(f, x, [(), *requested]))
 
 
 def grad(f: Callable[[Point], Array], x: Point) -> Array:
@@ -422,8 +536,10 @@ def laplacian(
     d = _check_point(x)
     axes = _check_axes(axes, d)
     mode = _check_mode(mode)
-    second = jax.vmap(lambda v: _taylor(f, x, v, 2, mode)[2])(_basis(x, axes))
-    return jnp.sum(second, axis=0)
+    if mode == "taylor":
+        second = jax.vmap(lambda v: _taylor(f, x, v, 2, mode)[2])(_basis(x, axes))
+        return jnp.sum(second, axis=0)
+    return sum(_partials(f, x, [(i, i) for i in axes]))
 
 
 def divergence(

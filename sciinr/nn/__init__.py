@@ -30,6 +30,7 @@ from ._norm import (
     make_norm as make_norm,
     NORMS as NORMS,
 )
+from ._periodic import PeriodicEmbedding as PeriodicEmbedding
 from ._siren import Siren as Siren
 from ._trainable import (
     NonTrainable as NonTrainable,
