@@ -9,6 +9,7 @@ import pytest
 from helpers import without_runtime_typechecks
 
 import sciinr.nn as snn
+from sciinr.nn._trig import sin as fast_sin
 
 
 # One jitted `apply`: one compilation per field structure, shared across tests.
@@ -25,7 +26,7 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
     "gelu": jax.nn.gelu,
-    "sine": jnp.sin,
+    "sine": fast_sin,  # the package's vectorised sine (tests/test_nn_fast_trig.py)
 }
 NORMS = [None, "batch", "layer", "rms"]
 NORM_IDS = ["no_norm", "batch", "layer", "rms"]
