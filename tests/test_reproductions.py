@@ -29,7 +29,8 @@ def _metrics(*args: str) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_example_defaults_reach_documented_test_psnr():
-    # Measured 25.30 dB (camera 128², Tancik, FF sigma 3 + RWF 4x256, 500 steps).
+    # Measured 25.30 dB, 25.18 dB after the polynomial sines (camera 128², Tancik,
+    # FF sigma 3 + RWF 4x256, 500 steps).
     # The target is >= 23 dB; the margin covers other CPUs and BLAS builds.
     assert _metrics()["psnr_test"] > 24.0
 
