@@ -22,7 +22,9 @@ from sciinr.checks import check_positive_int, check_real
 Weights = dict[str, Float[Array, ""]]
 
 
-def grad_norm_weights(gradients: Mapping[str, PyTree[Array]]) -> Weights:
+def grad_norm_weights(
+    gradients: Mapping[str, PyTree[Array]], current: Weights | None = None
+) -> Weights:
     r"""The balancing weights $\hat\lambda_i = \overline{\lVert g \rVert} /
     \lVert g_i \rVert$ of the per-term gradients $g_i = \nabla_\theta
     \mathcal{L}_i$.
@@ -32,22 +34,35 @@ def grad_norm_weights(gradients: Mapping[str, PyTree[Array]]) -> Weights:
     constant factor of the loss to which Adam is insensitive). After balancing, every
     weighted term has the gradient norm $\overline{\lVert g \rVert}$.
 
+    A term whose gradient is exactly zero (e.g. a condition that a hard constraint
+    already satisfies) has no balancing weight: it keeps its `current` weight (1
+    without `current`) and is left out of the mean, so it neither overflows nor
+    changes the other weights.
+
     **Arguments:**
 
     - `gradients`: `{term: gradient pytree}`.
+    - `current`: the current weights `{term: weight}`, kept for terms with a zero
+      gradient.
 
     **Returns:**
 
-    `{term: weight}`, scalars. A term with zero gradient keeps a finite weight (its
-    norm is clipped at the smallest normal float).
+    `{term: weight}`, finite scalars.
     """
     norms = {
         name: jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jtu.tree_leaves(grad)))
         for name, grad in gradients.items()
     }
-    mean = sum(norms.values()) / len(norms)
-    tiny = {name: jnp.finfo(n.dtype).tiny for name, n in norms.items()}
-    return {name: mean / jnp.maximum(n, tiny[name]) for name, n in norms.items()}
+    nonzero = {name: n > 0 for name, n in norms.items()}
+    dtype = jnp.result_type(*norms.values())
+    count = sum(z.astype(dtype) for z in nonzero.values())
+    mean = sum(norms.values()) / jnp.maximum(count, 1).astype(dtype)
+    weights = {}
+    for name, n in norms.items():
+        keep = jnp.ones((), dtype) if current is None else current[name]
+        ratio = mean / jnp.where(nonzero[name], n, jnp.ones((), n.dtype))
+        weights[name] = jnp.where(nonzero[name], ratio, keep).astype(dtype)
+    return weights
 
 
 class AbstractWeighting(eqx.Module):
@@ -175,7 +190,7 @@ class GradNorm(AbstractWeighting):
     def update(self, weights, terms, params, step):
         def refresh(weights):
             gradients = jax.jacrev(terms)(params)
-            target = grad_norm_weights(gradients)
+            target = grad_norm_weights(gradients, weights)
             return {
                 name: self.momentum * w + (1 - self.momentum) * target[name]
                 for name, w in weights.items()
