@@ -322,6 +322,46 @@ def test_hard_constraint_through_output_transform(getkey):
     np.testing.assert_allclose(out[0, :], 0.0, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "build, initial, terms",
+    [
+        (
+            lambda: AllenCahn1D(hard_initial=True, resolution=(3, 8)),
+            lambda x: x**2 * np.cos(np.pi * x),
+            ("res",),
+        ),
+        (
+            lambda: Burgers1D(hard_initial=True, resolution=(3, 8)),
+            lambda x: -np.sin(np.pi * x),
+            ("res", "bc"),
+        ),
+        (
+            lambda: Advection1D(hard_initial=True, resolution=(3, 8)),
+            np.sin,
+            ("res",),
+        ),
+    ],
+    ids=["allen_cahn", "burgers", "advection"],
+)
+def test_hard_initial_condition_holds_exactly(build, initial, terms, getkey):
+    """`hard_initial=True`: u = u0(x) + t N(t, x), no `ic` term; at t = 0 the
+    solution is u0 whatever the field, and elsewhere it is not."""
+    problem = build()
+    assert problem.term_names == terms
+    field = small_mlp(key=getkey())
+    x = np.linspace(problem.domain.lows[1], problem.domain.highs[1], 7)
+    at_zero = jnp.stack([jnp.zeros(7), jnp.asarray(x, jnp.float32)], axis=1)
+    u = problem.values_on(field, at_zero)[:, 0]
+    np.testing.assert_allclose(u, initial(x), atol=1e-6)
+    later = at_zero.at[:, 0].set(0.5)
+    assert np.max(np.abs(problem.values_on(field, later)[:, 0] - initial(x))) > 1e-3
+    with without_runtime_typechecks():
+        with pytest.raises(ValueError, match="either `hard_initial=True`"):
+            AllenCahn1D(hard_initial=True, output_transform=lambda x, u: u)
+        with pytest.raises(TypeError, match="`hard_initial` must be True or False"):
+            Burgers1D(hard_initial="yes")
+
+
 # -- batch normalization ---------------------------------------------------------
 
 

@@ -32,6 +32,26 @@ def _grid_size(resolution) -> tuple[int, int]:
     )
 
 
+def _initial_exactly(x, u, initial):
+    """`u0(x) + t N(t, x)`: the initial condition at `t = 0` holds exactly."""
+    return initial(x) + x[0] * u
+
+
+def _initial_condition(initial, n_initial, hard_initial, output_transform):
+    """The `ic` term and the output transform: the initial condition as a loss term,
+    or (`hard_initial=True`) imposed exactly by the transform, without the term."""
+    if not isinstance(hard_initial, bool):
+        raise TypeError(f"`hard_initial` must be True or False, got {hard_initial!r}.")
+    if not hard_initial:
+        return [InitialCondition(initial, n=n_initial)], output_transform
+    if output_transform is not None:
+        raise ValueError(
+            "Pass either `hard_initial=True` (which sets the output transform "
+            "u0(x) + t N(t, x)) or your own `output_transform`, not both."
+        )
+    return [], functools.partial(_initial_exactly, initial=initial)
+
+
 class _Builtin(PDEProblem):
     """A built-in PDE: `periods` tells how to build an exactly periodic field."""
 
@@ -205,6 +225,7 @@ class Advection1D(_Builtin):
         weighting: AbstractWeighting | None = None,
         causal: Causal | None = _DEFAULT_CAUSAL,
         periodic_loss: bool = False,
+        hard_initial: bool = False,
         output_transform=None,
         resolution: tuple[int, int] = (201, 256),
     ):
@@ -217,6 +238,9 @@ class Advection1D(_Builtin):
           (jaxpi). Keyword-only.
         - `periodic_loss`: add a soft periodic condition in `x` (for fields that
           are not periodic by construction). Keyword-only.
+        - `hard_initial`: impose the initial condition exactly, through the output
+          transform $u = u_0(x) + t N(t, x)$, instead of the `ic` loss term
+          (which is then absent). Keyword-only.
         - `resolution`: the reference grid `(nt, nx)`: `nt` times on `[0, 1]`, `nx`
           positions on `[0, 2π)`. Keyword-only.
 
@@ -232,7 +256,9 @@ class Advection1D(_Builtin):
         t = np.linspace(0.0, 1.0, nt)
         x = 2 * np.pi * np.arange(nx) / nx
         exact = np.sin(x[None, :] - self.c * t[:, None])
-        conditions = [InitialCondition(_sin_x, n=n_initial)]
+        conditions, output_transform = _initial_condition(
+            _sin_x, n_initial, hard_initial, output_transform
+        )
         if periodic_loss:
             conditions.append(PeriodicBC("x", derivatives=0))
         super().__init__(
@@ -284,6 +310,7 @@ class AllenCahn1D(_Builtin):
         weighting: AbstractWeighting | None = None,
         causal: Causal | None = _DEFAULT_CAUSAL,
         periodic_loss: bool = False,
+        hard_initial: bool = False,
         output_transform=None,
         resolution: tuple[int, int] = (201, 512),
     ):
@@ -292,7 +319,8 @@ class AllenCahn1D(_Builtin):
         - `diffusion`, `rate`: the coefficients ($10^{-4}$ and $5$), finite,
           `diffusion > 0`.
         - `n_collocation`, `n_initial`, `weighting`, `causal`, `periodic_loss`,
-          `output_transform`: as for [`problems.pinn.Advection1D`][].
+          `hard_initial`, `output_transform`: as for
+          [`problems.pinn.Advection1D`][].
           Keyword-only.
         - `resolution`: the reference grid `(nt, nx)`. Keyword-only.
         """
@@ -303,7 +331,9 @@ class AllenCahn1D(_Builtin):
             check_positive_int(f"resolution[{i}]", n) for i, n in enumerate(resolution)
         )
         t, x, u = allen_cahn_reference(nx, nt, diffusion=self.diffusion, rate=self.rate)
-        conditions = [InitialCondition(_allen_cahn_initial, n=n_initial)]
+        conditions, output_transform = _initial_condition(
+            _allen_cahn_initial, n_initial, hard_initial, output_transform
+        )
         if periodic_loss:
             conditions.append(PeriodicBC("x"))
         super().__init__(
@@ -353,6 +383,7 @@ class Burgers1D(_Builtin):
         n_boundary: int = 256,
         weighting: AbstractWeighting | None = None,
         causal: Causal | None = _DEFAULT_CAUSAL,
+        hard_initial: bool = False,
         output_transform=None,
         resolution: tuple[int, int] = (101, 256),
     ):
@@ -362,7 +393,7 @@ class Burgers1D(_Builtin):
           al.).
         - `n_collocation`, `n_initial`, `n_boundary`: points per step.
           Keyword-only.
-        - `weighting`, `causal`, `output_transform`: as for
+        - `weighting`, `causal`, `hard_initial`, `output_transform`: as for
           [`problems.pinn.Advection1D`][]. Keyword-only.
         - `resolution`: the reference grid `(nt, nx)`, both ends included.
           Keyword-only.
@@ -377,13 +408,14 @@ class Burgers1D(_Builtin):
             check_positive_int(f"resolution[{i}]", n) for i, n in enumerate(resolution)
         )
         t, x, u = burgers_reference(self.nu, nx, nt)
+        conditions, output_transform = _initial_condition(
+            _minus_sin_pi_x, n_initial, hard_initial, output_transform
+        )
+        conditions.append(DirichletBC(0.0, axis="x", n=n_boundary, name="bc"))
         super().__init__(
             functools.partial(_burgers_residual, nu=self.nu),
             {"t": (0.0, 1.0), "x": (-1.0, 1.0)},
-            conditions=[
-                InitialCondition(_minus_sin_pi_x, n=n_initial),
-                DirichletBC(0.0, axis="x", n=n_boundary, name="bc"),
-            ],
+            conditions=conditions,
             n_collocation=n_collocation,
             weighting=weighting,
             causal=causal,
