@@ -36,7 +36,8 @@ def test_allen_cahn_with_lbfgs_stage_run_file_and_figure(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(proc.stdout.splitlines()[0])
     assert set(metrics) == {"rel_l2"} and np.isfinite(metrics["rel_l2"])
-    assert "AllenCahn1D" in proc.stderr and "['res', 'ic']" in proc.stderr
+    # The CPU default imposes the initial condition exactly: no `ic` term.
+    assert "AllenCahn1D: terms ['res']," in proc.stderr
     assert fig.stat().st_size > 20_000
     with h5py.File(out, "r") as f:
         assert f.attrs["problem"] == "AllenCahn1D"
@@ -58,6 +59,25 @@ def test_allen_cahn_with_lbfgs_stage_run_file_and_figure(tmp_path):
         assert abs(f["metrics"].attrs["rel_l2"] - metrics["rel_l2"]) < 1e-5
 
 
-def test_bad_flags():
+def test_defaults_and_bad_flags():
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        import pinn
+    finally:
+        sys.path.pop(0)
+    cpu = pinn.parse_args(["--pde", "allen_cahn"])
+    assert (cpu.hard_initial, cpu.causal_eps, cpu.width) == (True, 10.0, 128)
+    # --paper is jaxpi's configuration: the initial condition as a loss term.
+    paper = pinn.parse_args(["--pde", "allen_cahn", "--paper"])
+    assert (paper.hard_initial, paper.causal_eps, paper.width) == (False, 1.0, 256)
+    assert paper.steps == 300_000 and paper.collocation == 8192
+    flags = pinn.parse_args(["--pde", "allen_cahn", "--no-hard-initial"])
+    assert flags.hard_initial is False
+    assert pinn.build_problem(flags).term_names == ("res", "ic")
+    assert pinn.parse_args(["--pde", "burgers"]).hard_initial is True
+    assert pinn.parse_args(["--pde", "advection"]).hard_initial is False
     proc = _run("--pde", "advection", "--causal-eps", "-1")
     assert proc.returncode == 2 and "--causal-eps: must be" in proc.stderr
+    proc = _run("--pde", "poisson", "--hard-initial")
+    assert proc.returncode == 2
+    assert "--hard-initial: poisson has no initial condition" in proc.stderr
