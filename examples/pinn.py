@@ -9,13 +9,13 @@ followed by L-BFGS (`--lbfgs-steps`). CPU defaults (measured on 2 cores, see
 docs/problems/pinn.md): 3 x 128 for Poisson and Helmholtz (rel. L2 about 2e-3 and
 5e-3 in two minutes); for Allen-Cahn and Burgers 4 x 128, the initial condition
 imposed exactly (`--hard-initial`), causal epsilon 10 and 20,000 steps (Allen-Cahn
-5e-3 in about six minutes, Burgers 3e-2); 4 x 256 and 1000 steps for advection
-(c = 80 needs far more).
+5e-3 in about six minutes, Burgers 2e-2 in about seven); 4 x 256 and 1000 steps
+for advection (c = 80 needs far more).
 
     python examples/pinn.py --pde poisson --out run.h5 --plot fig.png  # ~2 min
     python examples/pinn.py --pde helmholtz                            # ~2 min
     python examples/pinn.py --pde allen_cahn --out ac.h5 --plot ac.png  # ~6 min
-    python examples/pinn.py --pde burgers                 # ~10 min on one core
+    python examples/pinn.py --pde burgers                              # ~7 min
     python examples/pinn.py --pde poisson --lbfgs-steps 500 --float64
     python examples/pinn.py --pde allen_cahn --paper   # jaxpi's budget (GPU)
 
