@@ -80,10 +80,10 @@ for _settings in DEFAULTS.values():
     _settings.setdefault("depth", 4)
     _settings.setdefault("weights_every", 1000)
     _settings.setdefault("causal_eps", 1.0)
-# jaxpi's networks (4 x 256) and grad-norm refresh (every 1000 steps) for every PDE.
-# Their Allen-Cahn and advection runs learn the initial condition as a loss term,
-# with causal epsilon 1.
-_PAPER_NETWORK = dict(
+# jaxpi's settings for every PDE: networks (4 x 256), grad-norm refresh (every 1000
+# steps), and for the time-dependent ones the initial condition as a loss term with
+# causal epsilon 1.
+_PAPER_COMMON = dict(
     width=256, depth=4, weights_every=1000, causal_eps=1.0, hard_initial=False
 )
 PAPER = {
@@ -98,7 +98,7 @@ PAPER = {
     "burgers": dict(steps=200_000, collocation=8192, decay_steps=2000),
 }
 for _settings in PAPER.values():
-    _settings.update(_PAPER_NETWORK)
+    _settings.update(_PAPER_COMMON)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -56,7 +56,7 @@ def grad_norm_weights(
     nonzero = {name: n > 0 for name, n in norms.items()}
     dtype = jnp.result_type(*norms.values())
     count = sum(z.astype(dtype) for z in nonzero.values())
-    mean = sum(norms.values()) / jnp.maximum(count, 1).astype(dtype)
+    mean = sum(norms.values()) / jnp.maximum(count, 1.0)
     weights = {}
     for name, n in norms.items():
         keep = jnp.ones((), dtype) if current is None else current[name]
